@@ -1,0 +1,452 @@
+//! The key-value store under sessions, login throttling and the activity log: Redis in
+//! production, an in-process map for `missive dev`.
+//!
+//! Both implement the same small set of Redis-shaped primitives, so everything built on
+//! them (sessions, activity, rate limits) is written once. Keys are given without the
+//! deployment prefix; the Redis implementation adds it.
+
+use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use async_trait::async_trait;
+use futures_util::{Stream, StreamExt};
+use tokio::sync::{OnceCell, broadcast};
+
+/// A stream of messages published on one channel.
+pub type Subscription = Pin<Box<dyn Stream<Item = String> + Send>>;
+
+/// Redis-shaped primitives. Every method is one atomic step.
+#[async_trait]
+pub trait Kv: Send + Sync + 'static {
+    /// Checks that the store answers.
+    async fn ping(&self) -> anyhow::Result<()>;
+    /// Sets `key` to `value`, expiring after `ttl`.
+    async fn set_ex(&self, key: &str, value: &str, ttl: Duration) -> anyhow::Result<()>;
+    /// Sets `key` only if it does not exist; `true` when this call set it.
+    async fn set_nx_ex(&self, key: &str, value: &str, ttl: Duration) -> anyhow::Result<bool>;
+    /// Reads `key` and, if present, resets its expiry to `ttl` (Redis `GETEX`).
+    async fn get_ex(&self, key: &str, ttl: Duration) -> anyhow::Result<Option<String>>;
+    /// Reads `key` and its remaining lifetime.
+    async fn get_with_ttl(&self, key: &str) -> anyhow::Result<Option<(String, Duration)>>;
+    /// Deletes `key`; deleting a missing key is not an error.
+    async fn del(&self, key: &str) -> anyhow::Result<()>;
+    /// Increments the counter at `key`; a new counter expires after `ttl` (a fixed
+    /// window). Returns the new count and the time left in the window.
+    async fn incr_window(&self, key: &str, ttl: Duration) -> anyhow::Result<(u64, Duration)>;
+    /// Pushes `value` on the front of the list at `key` and trims it to `max_len`.
+    async fn push_front_capped(&self, key: &str, value: &str, max_len: usize)
+    -> anyhow::Result<()>;
+    /// The first `count` items of the list at `key`, front first.
+    async fn list_front(&self, key: &str, count: usize) -> anyhow::Result<Vec<String>>;
+    /// Publishes `message` to every current subscriber of `channel`.
+    async fn publish(&self, channel: &str, message: &str) -> anyhow::Result<()>;
+    /// Subscribes to `channel`; only messages published after this returns arrive.
+    async fn subscribe(&self, channel: &str) -> anyhow::Result<Subscription>;
+}
+
+/// Builds the store from config: Redis when a URL is given, in-process otherwise.
+pub fn from_url(url: Option<&str>, prefix: &str) -> anyhow::Result<Arc<dyn Kv>> {
+    Ok(match url {
+        Some(url) => Arc::new(RedisKv::new(url, prefix)?),
+        None => Arc::new(MemoryKv::default()),
+    })
+}
+
+/// Redis, through a lazily created, auto-reconnecting connection.
+pub struct RedisKv {
+    client: redis::Client,
+    // Created on first use so that start-up does no network I/O (a cold start serves
+    // `/healthz` before Redis has answered anything).
+    conn: OnceCell<redis::aio::ConnectionManager>,
+    prefix: String,
+}
+
+impl RedisKv {
+    /// Parses the URL; connects on first use.
+    pub fn new(url: &str, prefix: &str) -> anyhow::Result<Self> {
+        let client = redis::Client::open(url).context("REDIS_URL is not a valid Redis URL")?;
+        Ok(Self {
+            client,
+            conn: OnceCell::new(),
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    async fn conn(&self) -> anyhow::Result<redis::aio::ConnectionManager> {
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_number_of_retries(1);
+        let conn = self
+            .conn
+            .get_or_try_init(|| {
+                redis::aio::ConnectionManager::new_with_config(self.client.clone(), config)
+            })
+            .await
+            .context("connecting to Redis")?;
+        Ok(conn.clone())
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+}
+
+fn ttl_ms(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+#[async_trait]
+impl Kv for RedisKv {
+    async fn ping(&self) -> anyhow::Result<()> {
+        let mut conn = self.conn().await?;
+        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    async fn set_ex(&self, key: &str, value: &str, ttl: Duration) -> anyhow::Result<()> {
+        let mut conn = self.conn().await?;
+        let () = redis::cmd("SET")
+            .arg(self.key(key))
+            .arg(value)
+            .arg("PX")
+            .arg(ttl_ms(ttl))
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_nx_ex(&self, key: &str, value: &str, ttl: Duration) -> anyhow::Result<bool> {
+        let mut conn = self.conn().await?;
+        let set: Option<String> = redis::cmd("SET")
+            .arg(self.key(key))
+            .arg(value)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms(ttl))
+            .query_async(&mut conn)
+            .await?;
+        Ok(set.is_some())
+    }
+
+    async fn get_ex(&self, key: &str, ttl: Duration) -> anyhow::Result<Option<String>> {
+        let mut conn = self.conn().await?;
+        Ok(redis::cmd("GETEX")
+            .arg(self.key(key))
+            .arg("PX")
+            .arg(ttl_ms(ttl))
+            .query_async(&mut conn)
+            .await?)
+    }
+
+    async fn get_with_ttl(&self, key: &str) -> anyhow::Result<Option<(String, Duration)>> {
+        let mut conn = self.conn().await?;
+        let key = self.key(key);
+        let (value, pttl): (Option<String>, i64) = redis::pipe()
+            .atomic()
+            .get(&key)
+            .cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await?;
+        Ok(value.map(|v| (v, Duration::from_millis(pttl.max(0).unsigned_abs()))))
+    }
+
+    async fn del(&self, key: &str) -> anyhow::Result<()> {
+        let mut conn = self.conn().await?;
+        let _: i64 = redis::cmd("DEL")
+            .arg(self.key(key))
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn incr_window(&self, key: &str, ttl: Duration) -> anyhow::Result<(u64, Duration)> {
+        let mut conn = self.conn().await?;
+        let key = self.key(key);
+        // MULTI: INCR, start the window only if it has none (EXPIRE NX, Redis 7), read it.
+        let (count, _, pttl): (u64, i64, i64) = redis::pipe()
+            .atomic()
+            .incr(&key, 1)
+            .cmd("PEXPIRE")
+            .arg(&key)
+            .arg(ttl_ms(ttl))
+            .arg("NX")
+            .cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await?;
+        Ok((count, Duration::from_millis(pttl.max(0).unsigned_abs())))
+    }
+
+    async fn push_front_capped(
+        &self,
+        key: &str,
+        value: &str,
+        max_len: usize,
+    ) -> anyhow::Result<()> {
+        let mut conn = self.conn().await?;
+        let key = self.key(key);
+        let stop = isize::try_from(max_len).unwrap_or(isize::MAX) - 1;
+        let () = redis::pipe()
+            .atomic()
+            .lpush(&key, value)
+            .ignore()
+            .ltrim(&key, 0, stop)
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn list_front(&self, key: &str, count: usize) -> anyhow::Result<Vec<String>> {
+        let mut conn = self.conn().await?;
+        let stop = isize::try_from(count).unwrap_or(isize::MAX) - 1;
+        Ok(redis::cmd("LRANGE")
+            .arg(self.key(key))
+            .arg(0)
+            .arg(stop)
+            .query_async(&mut conn)
+            .await?)
+    }
+
+    async fn publish(&self, channel: &str, message: &str) -> anyhow::Result<()> {
+        let mut conn = self.conn().await?;
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(self.key(channel))
+            .arg(message)
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn subscribe(&self, channel: &str) -> anyhow::Result<Subscription> {
+        // Pub/sub needs a connection of its own; it lives as long as the stream.
+        let mut pubsub = self
+            .client
+            .get_async_pubsub()
+            .await
+            .context("connecting to Redis for pub/sub")?;
+        pubsub.subscribe(self.key(channel)).await?;
+        let stream = pubsub
+            .into_on_message()
+            .filter_map(|msg| async move { msg.get_payload::<String>().ok() });
+        Ok(Box::pin(stream))
+    }
+}
+
+enum Value {
+    Str(String),
+    Counter(u64),
+    List(VecDeque<String>),
+}
+
+struct Entry {
+    value: Value,
+    expires_at: Option<Instant>,
+}
+
+impl Entry {
+    fn live(&self, now: Instant) -> bool {
+        self.expires_at.is_none_or(|at| at > now)
+    }
+}
+
+#[derive(Default)]
+struct MemoryInner {
+    entries: HashMap<String, Entry>,
+    channels: HashMap<String, broadcast::Sender<String>>,
+    writes_since_sweep: usize,
+}
+
+impl MemoryInner {
+    fn live_entry(&mut self, key: &str, now: Instant) -> Option<&mut Entry> {
+        if self.entries.get(key).is_some_and(|e| !e.live(now)) {
+            self.entries.remove(key);
+        }
+        self.entries.get_mut(key)
+    }
+
+    // Expired keys nobody reads again would otherwise stay forever; sweep now and then.
+    fn note_write(&mut self, now: Instant) {
+        self.writes_since_sweep += 1;
+        if self.writes_since_sweep >= 10_000 {
+            self.writes_since_sweep = 0;
+            self.entries.retain(|_, e| e.live(now));
+            self.channels.retain(|_, tx| tx.receiver_count() > 0);
+        }
+    }
+}
+
+/// In-process store for `missive dev` and tests: correct only while every function runs
+/// in this one process.
+#[derive(Default)]
+pub struct MemoryKv {
+    inner: Mutex<MemoryInner>,
+}
+
+impl MemoryKv {
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryInner> {
+        // A panic while holding this lock leaves the map consistent (every operation is a
+        // single insert or remove), so a poisoned lock is safe to keep using.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[async_trait]
+impl Kv for MemoryKv {
+    async fn ping(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    async fn set_ex(&self, key: &str, value: &str, ttl: Duration) -> anyhow::Result<()> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        inner.note_write(now);
+        inner.entries.insert(
+            key.to_owned(),
+            Entry {
+                value: Value::Str(value.to_owned()),
+                expires_at: Some(now + ttl),
+            },
+        );
+        Ok(())
+    }
+
+    async fn set_nx_ex(&self, key: &str, value: &str, ttl: Duration) -> anyhow::Result<bool> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        if inner.live_entry(key, now).is_some() {
+            return Ok(false);
+        }
+        inner.note_write(now);
+        inner.entries.insert(
+            key.to_owned(),
+            Entry {
+                value: Value::Str(value.to_owned()),
+                expires_at: Some(now + ttl),
+            },
+        );
+        Ok(true)
+    }
+
+    async fn get_ex(&self, key: &str, ttl: Duration) -> anyhow::Result<Option<String>> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        Ok(inner.live_entry(key, now).and_then(|entry| {
+            entry.expires_at = Some(now + ttl);
+            match &entry.value {
+                Value::Str(s) => Some(s.clone()),
+                _ => None,
+            }
+        }))
+    }
+
+    async fn get_with_ttl(&self, key: &str) -> anyhow::Result<Option<(String, Duration)>> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        Ok(inner.live_entry(key, now).and_then(|entry| {
+            let left = entry.expires_at.map_or(Duration::MAX, |at| at - now);
+            match &entry.value {
+                Value::Str(s) => Some((s.clone(), left)),
+                Value::Counter(n) => Some((n.to_string(), left)),
+                Value::List(_) => None,
+            }
+        }))
+    }
+
+    async fn del(&self, key: &str) -> anyhow::Result<()> {
+        self.lock().entries.remove(key);
+        Ok(())
+    }
+
+    async fn incr_window(&self, key: &str, ttl: Duration) -> anyhow::Result<(u64, Duration)> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        inner.note_write(now);
+        let entry = match inner.live_entry(key, now) {
+            Some(entry) => entry,
+            None => inner.entries.entry(key.to_owned()).or_insert(Entry {
+                value: Value::Counter(0),
+                expires_at: Some(now + ttl),
+            }),
+        };
+        let count = match &mut entry.value {
+            Value::Counter(n) => {
+                *n += 1;
+                *n
+            }
+            _ => anyhow::bail!("key {key} does not hold a counter"),
+        };
+        let left = entry.expires_at.map_or(ttl, |at| at - now);
+        Ok((count, left))
+    }
+
+    async fn push_front_capped(
+        &self,
+        key: &str,
+        value: &str,
+        max_len: usize,
+    ) -> anyhow::Result<()> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        inner.note_write(now);
+        if inner.live_entry(key, now).is_none() {
+            inner.entries.insert(
+                key.to_owned(),
+                Entry {
+                    value: Value::List(VecDeque::new()),
+                    expires_at: None,
+                },
+            );
+        }
+        let entry = inner
+            .entries
+            .get_mut(key)
+            .expect("BUG: list entry inserted above");
+        match &mut entry.value {
+            Value::List(list) => {
+                list.push_front(value.to_owned());
+                list.truncate(max_len);
+                Ok(())
+            }
+            _ => anyhow::bail!("key {key} does not hold a list"),
+        }
+    }
+
+    async fn list_front(&self, key: &str, count: usize) -> anyhow::Result<Vec<String>> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        Ok(match inner.live_entry(key, now).map(|e| &e.value) {
+            Some(Value::List(list)) => list.iter().take(count).cloned().collect(),
+            _ => Vec::new(),
+        })
+    }
+
+    async fn publish(&self, channel: &str, message: &str) -> anyhow::Result<()> {
+        if let Some(tx) = self.lock().channels.get(channel) {
+            // No receivers is fine: like Redis, a message nobody listens to is dropped.
+            let _ = tx.send(message.to_owned());
+        }
+        Ok(())
+    }
+
+    async fn subscribe(&self, channel: &str) -> anyhow::Result<Subscription> {
+        let rx = self
+            .lock()
+            .channels
+            .entry(channel.to_owned())
+            .or_insert_with(|| broadcast::channel(256).0)
+            .subscribe();
+        // A subscriber that falls more than 256 messages behind skips the gap, as a slow
+        // Redis subscriber would be disconnected.
+        let stream = tokio_stream::wrappers::BroadcastStream::new(rx)
+            .filter_map(|item| async move { item.ok() });
+        Ok(Box::pin(stream))
+    }
+}

@@ -1,0 +1,258 @@
+//! The Knative runtime contract, implemented once for every function.
+//!
+//! Contract: <https://github.com/knative/specs/blob/main/specs/serving/runtime-contract.md>
+//! - listen on `$PORT` (HTTP/1.1 and h2c on the same port);
+//! - answer liveness (`/healthz`) and readiness (`/readyz`) probes;
+//! - on SIGTERM stop accepting, drain in-flight requests within a grace period, exit 0.
+//!
+//! Also here: the request limits every function shares (body size, time, panics) and the
+//! `Content-Type` rule that, with `SameSite=Lax` cookies, is our CSRF defence.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use clap::Parser;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::config::Config;
+use crate::error::error_response;
+use crate::{ApiError, AppState};
+
+/// Command line of a function binary: only environment variables, shared by all.
+#[derive(Parser)]
+#[command(about = "A Missive function, served per the Knative runtime contract")]
+struct FunctionArgs {
+    #[command(flatten)]
+    config: Config,
+}
+
+/// The whole `main` of a function binary: read config, build the backends (lazily), and
+/// serve `router` until SIGTERM.
+pub fn run_function(name: &'static str, router: fn(AppState) -> Router) -> ExitCode {
+    let config = FunctionArgs::parse().config;
+    crate::telemetry::init(&config.log_level);
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")
+        .and_then(|runtime| {
+            runtime.block_on(async move {
+                if config.redis_url.is_none() {
+                    // The in-process store would give each function instance its own
+                    // sessions: a login on one instance would be unknown to the next.
+                    anyhow::bail!(
+                        "REDIS_URL is required (the in-process store is for `missive dev` only)"
+                    );
+                }
+                let state = AppState::build(config)?;
+                let app = app(router(state.clone()), state.clone());
+                let listener = bind(state.config.port).await?;
+                tracing::info!(function = name, port = state.config.port, "serving");
+                serve(listener, app, state).await
+            })
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = format!("{err:#}"), "function failed");
+            eprintln!("{name}: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Binds `0.0.0.0:port`, as the runtime contract asks (port 0 picks a free one; read it
+/// back from the listener).
+pub async fn bind(port: u16) -> anyhow::Result<TcpListener> {
+    bind_on(Ipv4Addr::UNSPECIFIED, port).await
+}
+
+/// Binds `ip:port`.
+pub async fn bind_on(ip: Ipv4Addr, port: u16) -> anyhow::Result<TcpListener> {
+    TcpListener::bind((ip, port))
+        .await
+        .with_context(|| format!("binding {ip}:{port}"))
+}
+
+/// Adds the probes, limits and error shapes of the runtime contract to a function's
+/// routes. `missive dev` applies it once around all routers merged.
+pub fn app(routes: Router, state: AppState) -> Router {
+    let timeout = state.config.request_timeout();
+    let probes = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state.clone());
+    routes
+        .merge(probes)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(require_json_content_type))
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            with_timeout(timeout, req, next)
+        }))
+        .layer(DefaultBodyLimit::max(state.config.body_limit_bytes))
+        .layer(middleware::from_fn_with_state(
+            state.config.body_limit_bytes,
+            size_the_413,
+        ))
+        .layer(CatchPanicLayer::custom(|_panic| {
+            tracing::error!("handler panicked");
+            error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            )
+        }))
+}
+
+/// Serves until `state.shutdown` is cancelled (SIGTERM/SIGINT), then drains in-flight
+/// requests for at most the configured grace period.
+pub async fn serve(listener: TcpListener, app: Router, state: AppState) -> anyhow::Result<()> {
+    let shutdown = state.shutdown.clone();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let grace = state.config.shutdown_grace();
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let grace_over = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        result = server => result.context("serving")?,
+        () = grace_over => tracing::warn!(?grace, "grace period over; exiting with requests in flight"),
+    }
+    state.db.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn cancel_on_signal(token: CancellationToken) {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown signal received; draining");
+    token.cancel();
+}
+
+/// Liveness: the process serves.
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Readiness: the database and Redis both answer, each within 2 s.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let limit = Duration::from_secs(2);
+    let (db, kv) = tokio::join!(
+        tokio::time::timeout(limit, state.db.ping()),
+        tokio::time::timeout(limit, state.kv.ping()),
+    );
+    let mut failed = Vec::new();
+    for (name, result) in [("database", db), ("redis", kv)] {
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                tracing::warn!(check = name, error = format!("{err:#}"), "not ready");
+                failed.push(name);
+            }
+            Err(_) => {
+                tracing::warn!(check = name, "not ready: timed out");
+                failed.push(name);
+            }
+        }
+    }
+    if failed.is_empty() {
+        "ready".into_response()
+    } else {
+        error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            &format!("unavailable: {}", failed.join(", ")),
+        )
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+async fn method_not_allowed() -> Response {
+    error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed",
+    )
+}
+
+/// API requests that change state must say `Content-Type: application/json`. A
+/// cross-site HTML form cannot send that type, so (with `SameSite=Lax`) it cannot forge
+/// a request. DELETE has no body and cannot come from a form at all.
+async fn require_json_content_type(req: Request, next: Next) -> Response {
+    let mutating = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH);
+    if mutating && req.uri().path().starts_with("/api/") {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"));
+        if !is_json {
+            return ApiError::UnsupportedMediaType.into_response();
+        }
+    }
+    next.run(req).await
+}
+
+async fn with_timeout(limit: Duration, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Timeout.into_response(),
+    }
+}
+
+/// Extractors know only that the limit was hit; fill in the configured size, and refuse
+/// a declared `Content-Length` over it before reading anything.
+async fn size_the_413(State(limit): State<usize>, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return ApiError::PayloadTooLarge(limit).into_response();
+    }
+    let response = next.run(req).await;
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::PayloadTooLarge(limit).into_response();
+    }
+    response
+}

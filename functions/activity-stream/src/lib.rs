@@ -1,0 +1,62 @@
+//! `activity-stream`: `GET /api/activity/stream` streams the logged-in user's new
+//! activity entries as server-sent events (`event: <type>`, `data: <entry JSON>`), with a
+//! comment heartbeat every 15 s so proxies keep the connection open.
+//!
+//! Reads: the user's activity channel (Redis pub/sub). Emits nothing. The stream ends
+//! when the process begins shutting down; `EventSource` reconnects by itself.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::routing::get;
+use common::activity::Entry;
+use common::error::ErrorBody;
+use common::sessions::CurrentUser;
+use common::{ApiError, AppState};
+use futures_util::{Stream, StreamExt};
+
+/// Knative service name.
+pub const NAME: &str = env!("CARGO_PKG_NAME");
+
+/// Interval of the heartbeat comment.
+pub const HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// The function's routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/activity/stream", get(stream))
+        .with_state(state)
+}
+
+/// OpenAPI of this function.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(stream))]
+pub struct ApiDoc;
+
+/// Live activity of the user.
+#[utoipa::path(
+    get, path = "/api/activity/stream", tag = "activity",
+    responses(
+        (status = 200, description = "`text/event-stream`: `event: <type>`, `data: <entry>`",
+            content_type = "text/event-stream", body = Entry),
+        (status = 401, description = "`unauthenticated`", body = ErrorBody),
+    )
+)]
+async fn stream(
+    State(state): State<AppState>,
+    user: CurrentUser,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let entries = state.activity.subscribe(&user.username).await?;
+    let events = entries
+        .map(|json| {
+            let kind = serde_json::from_str::<Entry>(&json)
+                .map(|entry| entry.kind)
+                .unwrap_or_else(|_| "activity".to_owned());
+            Ok(Event::default().event(kind).data(json))
+        })
+        .take_until(state.shutdown.clone().cancelled_owned());
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(HEARTBEAT).text("heartbeat")))
+}

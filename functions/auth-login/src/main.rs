@@ -1,0 +1,6 @@
+//! The `auth-login` function as its own binary: its router, served per the Knative runtime
+//! contract by `common::serve`.
+
+fn main() -> std::process::ExitCode {
+    common::serve::run_function(auth_login::NAME, auth_login::router)
+}

@@ -1,0 +1,64 @@
+//! `message-search`: `GET /api/messages/search?q=&limit=` finds the logged-in user's
+//! messages in which every word of `q` is a case-insensitive prefix of some word, in any
+//! script, newest first.
+//!
+//! Reads: `message_tokens` (a range scan per word) joined to `messages`. Emits nothing.
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use common::api::MessageList;
+use common::domain::{Limit, SearchQuery};
+use common::error::ErrorBody;
+use common::extract::ApiQuery;
+use common::sessions::CurrentUser;
+use common::{ApiError, AppState};
+use serde::Deserialize;
+
+/// Knative service name.
+pub const NAME: &str = env!("CARGO_PKG_NAME");
+
+/// The function's routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/messages/search", get(search))
+        .with_state(state)
+}
+
+/// OpenAPI of this function.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(search))]
+pub struct ApiDoc;
+
+/// Query string of the search endpoint, as sent.
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct SearchParams {
+    /// 1-200 characters; every word must prefix a word of the message.
+    q: Option<String>,
+    /// At most this many results, 1-100 (default 20).
+    limit: Option<String>,
+}
+
+/// Search the user's messages.
+#[utoipa::path(
+    get, path = "/api/messages/search", tag = "messages",
+    params(SearchParams),
+    responses(
+        (status = 200, body = MessageList),
+        (status = 401, description = "`unauthenticated`", body = ErrorBody),
+        (status = 422, description = "`invalid_query` or `invalid_limit`", body = ErrorBody),
+    )
+)]
+async fn search(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiQuery(params): ApiQuery<SearchParams>,
+) -> Result<Json<MessageList>, ApiError> {
+    let query = SearchQuery::parse(params.q.as_deref())?;
+    let limit = Limit::parse(params.limit.as_deref())?;
+    let items = state
+        .db
+        .search_messages(user.id, query.words(), limit)
+        .await?;
+    Ok(Json(MessageList { items }))
+}
