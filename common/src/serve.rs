@@ -57,7 +57,8 @@ pub fn run_function(name: &'static str, router: fn(AppState) -> Router) -> ExitC
                 let state = AppState::build(config)?;
                 let app = app(router(state.clone()), state.clone());
                 let listener = bind(state.config.port).await?;
-                tracing::info!(function = name, port = state.config.port, "serving");
+                let addr = listener.local_addr()?;
+                tracing::info!(function = name, %addr, "serving");
                 serve(listener, app, state).await
             })
         });

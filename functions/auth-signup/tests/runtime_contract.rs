@@ -1,0 +1,273 @@
+//! The Knative runtime contract, checked on the real `auth-signup` binary as a process:
+//! port from `$PORT` (0 here), probes, h2c, lazy start-up, and graceful shutdown on
+//! SIGTERM with an in-flight request. Runs against real MariaDB and Redis.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::testing::{Backends, TestBackends};
+use secrecy::ExposeSecret;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+struct Function {
+    child: Child,
+    port: u16,
+}
+
+/// Starts the binary with `env` and waits for its "serving" log line.
+fn start(env: &[(&str, &str)]) -> Function {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_auth-signup"))
+        .env_clear()
+        .env("PORT", "0")
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let port = loop {
+        let line = lines
+            .next()
+            .expect("the function logs before exiting")
+            .unwrap();
+        let log: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+        if log["message"] == "serving" {
+            let addr = log["addr"].as_str().unwrap();
+            break addr.rsplit(':').next().unwrap().parse().unwrap();
+        }
+    };
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Function { child, port }
+}
+
+fn sigterm(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "process did not exit within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection; returns status and body.
+async fn http(port: u16, request: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    read_response(&mut stream).await
+}
+
+async fn read_response(stream: &mut TcpStream) -> (u16, String) {
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
+        .await
+        .expect("response within 10 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text[9..12].parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn get(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+}
+
+fn real_env(backends: &TestBackends) -> Vec<(&'static str, String)> {
+    let c = &backends.config;
+    vec![
+        (
+            "DATABASE_URL",
+            c.database_url.as_ref().unwrap().expose_secret().to_owned(),
+        ),
+        (
+            "REDIS_URL",
+            c.redis_url.as_ref().unwrap().expose_secret().to_owned(),
+        ),
+        ("REDIS_KEY_PREFIX", c.redis_key_prefix.clone()),
+    ]
+}
+
+fn as_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+#[tokio::test]
+async fn sigterm_lets_the_in_flight_request_finish_then_exits_0() {
+    let backends = TestBackends::new(Backends::Real).await;
+    let mut env = real_env(&backends);
+    env.push(("SHUTDOWN_GRACE_SECS", "20".to_owned()));
+    let mut f = start(&as_refs(&env));
+
+    assert_eq!(http(f.port, &get("/healthz")).await.0, 200);
+    let (status, body) = http(f.port, &get("/readyz")).await;
+    assert_eq!((status, body.as_str()), (200, "ready"));
+
+    // A slow client: headers and half the body now, the rest after SIGTERM.
+    let body = r#"{"username":"slowpoke","password":"12345678"}"#;
+    let (first, rest) = body.split_at(20);
+    let mut slow = TcpStream::connect(("127.0.0.1", f.port)).await.unwrap();
+    slow.write_all(
+        format!(
+            "POST /api/auth/signup HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{first}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    sigterm(f.child.id());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Draining: no new connections are accepted...
+    assert!(
+        TcpStream::connect(("127.0.0.1", f.port)).await.is_err(),
+        "listener closed after SIGTERM"
+    );
+    assert!(f.child.try_wait().unwrap().is_none(), "still draining");
+    // ...but the in-flight request completes.
+    slow.write_all(rest.as_bytes()).await.unwrap();
+    let (status, body) = read_response(&mut slow).await;
+    assert_eq!(status, 201, "{body}");
+    assert!(body.contains("slowpoke"));
+
+    let exit = wait_exit(&mut f.child, Duration::from_secs(5));
+    assert_eq!(exit.code(), Some(0));
+    backends.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_grace_period_bounds_draining() {
+    let backends = TestBackends::new(Backends::Real).await;
+    let mut env = real_env(&backends);
+    env.push(("SHUTDOWN_GRACE_SECS", "1".to_owned()));
+    let mut f = start(&as_refs(&env));
+    // A request that never finishes sending its body.
+    let mut stuck = TcpStream::connect(("127.0.0.1", f.port)).await.unwrap();
+    stuck
+        .write_all(
+            b"POST /api/auth/signup HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+              Content-Length: 100\r\n\r\n{",
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let signalled = Instant::now();
+    sigterm(f.child.id());
+    let exit = wait_exit(&mut f.child, Duration::from_secs(5));
+    assert_eq!(exit.code(), Some(0));
+    let took = signalled.elapsed();
+    assert!(
+        took >= Duration::from_millis(900),
+        "waited the grace period: {took:?}"
+    );
+    backends.cleanup().await;
+}
+
+#[tokio::test]
+async fn start_up_does_no_network_io() {
+    // Nothing listens on port 1: a function that connected at start would fail or hang.
+    let mut f = start(&[
+        ("DATABASE_URL", "mysql://root@127.0.0.1:1/missive"),
+        ("REDIS_URL", "redis://127.0.0.1:1"),
+    ]);
+    assert_eq!(http(f.port, &get("/healthz")).await.0, 200);
+    let (status, body) = http(f.port, &get("/readyz")).await;
+    assert_eq!(status, 503);
+    assert!(body.contains("unavailable: database, redis"), "{body}");
+    sigterm(f.child.id());
+    assert_eq!(
+        wait_exit(&mut f.child, Duration::from_secs(5)).code(),
+        Some(0)
+    );
+}
+
+#[tokio::test]
+async fn http2_prior_knowledge_is_served_on_the_same_port() {
+    let mut f = start(&[
+        ("DATABASE_URL", "mysql://root@127.0.0.1:1/missive"),
+        ("REDIS_URL", "redis://127.0.0.1:1"),
+    ]);
+    let mut stream = TcpStream::connect(("127.0.0.1", f.port)).await.unwrap();
+    // Connection preface, then an empty SETTINGS frame.
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let mut header = [0u8; 9];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut header))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        header[3], 0x4,
+        "server answers with an HTTP/2 SETTINGS frame"
+    );
+    drop(stream);
+    sigterm(f.child.id());
+    assert_eq!(
+        wait_exit(&mut f.child, Duration::from_secs(5)).code(),
+        Some(0)
+    );
+}
+
+#[test]
+fn missing_configuration_fails_fast_naming_the_variable() {
+    for (env, variable) in [
+        (
+            vec![("REDIS_URL", "redis://127.0.0.1:6379")],
+            "DATABASE_URL",
+        ),
+        (
+            vec![("DATABASE_URL", "mysql://root@127.0.0.1/x")],
+            "REDIS_URL",
+        ),
+        (
+            vec![
+                ("DATABASE_URL", "postgres://x"),
+                ("REDIS_URL", "redis://127.0.0.1:6379"),
+            ],
+            "DATABASE_URL",
+        ),
+        (
+            vec![
+                ("DATABASE_URL", "mysql://root@127.0.0.1/x"),
+                ("REDIS_URL", "redis://127.0.0.1:6379"),
+                ("PORT", "not-a-port"),
+            ],
+            "PORT",
+        ),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_auth-signup"))
+            .env_clear()
+            .envs(env)
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(variable), "{variable}: {stderr}");
+    }
+}
