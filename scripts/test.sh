@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, then every test on both backends (embedded
+# SQLite + in-process store, and MariaDB + Redis). Needs MariaDB and Redis running
+# (scripts/services.sh starts them); override where they are with
+# MISSIVE_TEST_DATABASE_URL and MISSIVE_TEST_REDIS_URL.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export MISSIVE_TEST_DATABASE_URL="${MISSIVE_TEST_DATABASE_URL:-mysql://root@127.0.0.1:3306}"
+export MISSIVE_TEST_REDIS_URL="${MISSIVE_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
+
+# Databases left behind by tests that panicked before cleaning up.
+if command -v mariadb >/dev/null 2>&1; then
+  mariadb -h 127.0.0.1 -u root -N -e \
+    "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'missive\_test\_%'" 2>/dev/null \
+    | while read -r db; do mariadb -h 127.0.0.1 -u root -e "DROP DATABASE \`$db\`"; done || true
+fi
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo nextest run --workspace --no-fail-fast
