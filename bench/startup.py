@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""Start-up and memory of every function binary.
+
+For each binary: exec -> first `GET /healthz` 200 (median and p90 over N runs), idle RSS
+after start-up and after serving a few requests, and the stripped binary size.
+
+Usage: python3 bench/startup.py TARGET_DIR/release [runs]
+"""
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+FUNCTIONS = [
+    "auth-signup", "auth-login", "auth-logout", "auth-me", "message-create",
+    "message-list", "message-get", "message-search", "message-delete",
+    "activity-list", "activity-stream", "activity-record",
+]
+
+ENV = {
+    "PATH": os.environ.get("PATH", "/usr/bin"),
+    # Real URLs; nothing connects at start-up (the pools are lazy), which is the point.
+    "DATABASE_URL": "mysql://root@127.0.0.1:3306/missive_bench",
+    "REDIS_URL": "redis://127.0.0.1:6379",
+    "LOG_LEVEL": "warn",
+}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def healthz(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n")
+            return s.recv(64).startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def one_start(binary):
+    port = free_port()
+    env = dict(ENV, PORT=str(port))
+    start = time.perf_counter()
+    proc = subprocess.Popen([binary], env=env, stdout=subprocess.DEVNULL)
+    try:
+        while not healthz(port):
+            if time.perf_counter() - start > 5:
+                raise RuntimeError(f"{binary} did not serve /healthz within 5 s")
+        elapsed = time.perf_counter() - start
+        time.sleep(0.2)
+        idle = rss_kib(proc.pid)
+        for _ in range(20):
+            healthz(port)
+        time.sleep(0.2)
+        served = rss_kib(proc.pid)
+        return elapsed, idle, served
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def main():
+    release = sys.argv[1]
+    runs = int(sys.argv[2]) if len(sys.argv) > 2 else 30
+    print(f"{'function':<18}{'start median':>14}{'p90':>9}{'idle RSS':>11}{'RSS after 20 req':>18}{'size':>10}")
+    worst = {"start": 0.0, "rss": 0, "size": 0}
+    for name in FUNCTIONS:
+        binary = os.path.join(release, name)
+        samples = [one_start(binary) for _ in range(runs)]
+        starts = sorted(s[0] * 1000 for s in samples)
+        median = statistics.median(starts)
+        p90 = starts[int(len(starts) * 0.9) - 1]
+        idle = statistics.median(s[1] for s in samples) / 1024
+        served = statistics.median(s[2] for s in samples) / 1024
+        size = os.path.getsize(binary) / 1024 / 1024
+        worst["start"] = max(worst["start"], median)
+        worst["rss"] = max(worst["rss"], served)
+        worst["size"] = max(worst["size"], size)
+        print(f"{name:<18}{median:>11.2f} ms{p90:>6.2f} ms{idle:>8.1f} MB{served:>15.1f} MB{size:>7.1f} MB")
+    print(f"worst: start-up median {worst['start']:.2f} ms (budget 10), "
+          f"RSS {worst['rss']:.1f} MB (budget 15), binary {worst['size']:.1f} MB (budget 15)")
+
+
+if __name__ == "__main__":
+    main()
