@@ -12,14 +12,16 @@ command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq
 cargo build --release --workspace --quiet
 release="$CARGO_TARGET_DIR/release"
 
-echo "== function binaries (30 starts each)"
-python3 bench/startup.py "$release" "${RUNS:-30}"
+if [ -z "${SKIP_STARTUP:-}" ]; then
+  echo "== function binaries (${RUNS:-30} starts each)"
+  python3 bench/startup.py "$release" "${RUNS:-30}"
+fi
 
 echo
 echo "== missive dev on SQLite: 32 connections, ${DURATION}s each, wrk 2 threads"
 work=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-(cd "$work" && PORT=$port LOG_LEVEL=warn "$release/missive" >"$work/dev.log" 2>&1) &
+(cd "$work" && PORT=$port LOG_LEVEL=warn exec "$release/missive" >"$work/dev.log" 2>&1) &
 dev=$!
 trap 'kill $dev 2>/dev/null; rm -rf "$work"' EXIT
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
