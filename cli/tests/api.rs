@@ -657,6 +657,46 @@ api_test!(message_endpoints_require_a_session, |b| async move {
     app.stop().await;
 });
 
+api_test!(
+    concurrent_posts_are_each_stored_once_for_their_author,
+    |b| async move {
+        // Posts that arrive together are committed together; each must still land, once,
+        // with its own author and id.
+        let app = App::start(b).await;
+        let alice = app.signup("alice").await;
+        let bob = app.signup("bob").await;
+        let posts = (0..40).map(|i| {
+            let cookie = if i % 2 == 0 {
+                alice.clone()
+            } else {
+                bob.clone()
+            };
+            let app = &app;
+            async move { app.create(&cookie, &format!("post {i}")).await }
+        });
+        let created = join_all(posts).await;
+        let ids: std::collections::HashSet<&str> =
+            created.iter().map(|m| m["id"].as_str().unwrap()).collect();
+        assert_eq!(ids.len(), 40);
+        for (cookie, parity) in [(&alice, 0), (&bob, 1)] {
+            let body = app
+                .get("/api/messages?limit=100", Some(cookie))
+                .await
+                .json();
+            let mut mine = texts(&body);
+            mine.sort();
+            let mut expected: Vec<String> = (0..40)
+                .filter(|i| i % 2 == parity)
+                .map(|i| format!("post {i}"))
+                .collect();
+            expected.sort();
+            assert_eq!(mine, expected);
+            assert_eq!(app.search(cookie, "post").await.len(), 20);
+        }
+        app.stop().await;
+    }
+);
+
 api_test!(idempotency_key_replays_the_first_response, |b| async move {
     let app = App::start(b).await;
     let alice = app.signup("alice").await;

@@ -5,7 +5,10 @@
 //! Timestamps are Unix milliseconds; ids are `BIGINT AUTO_INCREMENT` row ids, read back
 //! with `INSERT ... RETURNING` (MariaDB 10.5+, SQLite 3.35+; plain MySQL lacks it).
 
+mod batch;
+
 use std::borrow::Cow;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -92,6 +95,8 @@ pub struct Db {
     /// one-connection pool queues writers fairly in process instead. On MariaDB this is
     /// the same pool as `pool`: InnoDB locks rows, not the database.
     writer: AnyPool,
+    /// Group commit for new messages, started on first use.
+    batcher: Arc<OnceLock<batch::Batcher>>,
     backend: Backend,
 }
 
@@ -125,6 +130,7 @@ impl Db {
         Ok(Self {
             pool,
             writer,
+            batcher: Arc::new(OnceLock::new()),
             backend,
         })
     }
@@ -238,82 +244,67 @@ impl Db {
             .transpose()
     }
 
-    /// Stores a message and its search tokens in one transaction. With an idempotency key,
-    /// a repeat within [`IDEMPOTENCY_WINDOW`] returns the first response instead.
+    /// Stores a message and its search tokens atomically. With an idempotency key, a
+    /// repeat within [`IDEMPOTENCY_WINDOW`] returns the first response instead.
     pub async fn create_message(
         &self,
         user: UserId,
         text: &MessageText,
         key: Option<&IdempotencyKey>,
     ) -> anyhow::Result<Created> {
+        match key {
+            None => Ok(Created::New(
+                self.batcher
+                    .get_or_init(|| batch::Batcher::spawn(self.writer.clone()))
+                    .submit(user, text.clone())
+                    .await?,
+            )),
+            Some(key) => self.create_idempotent(user, text, key).await,
+        }
+    }
+
+    async fn create_idempotent(
+        &self,
+        user: UserId,
+        text: &MessageText,
+        key: &IdempotencyKey,
+    ) -> anyhow::Result<Created> {
         // Two attempts: the second runs only after an expired key was cleared.
         for _ in 0..2 {
             let mut tx = self.writer.begin().await?;
             let now = now_millis();
-            if let Some(key) = key {
-                // Claim the key first: a concurrent request with the same key blocks on
-                // this row (InnoDB) or the write lock (SQLite) until we commit, then fails
-                // the primary key and replays our response below.
-                let claimed = sqlx::query(
-                    "INSERT INTO idempotency_keys (user_id, idem_key, response, created_at) \
-                     VALUES (?, ?, '', ?)",
-                )
-                .bind(user.0)
-                .bind(key.as_str())
-                .bind(now)
-                .execute(&mut *tx)
-                .await;
-                match claimed {
-                    Ok(_) => {}
-                    Err(err) if is_unique_violation(&err) => {
-                        tx.rollback().await?;
-                        match self.replay(user, key, now).await? {
-                            Some(first) => return Ok(Created::Replayed(first)),
-                            None => continue,
-                        }
-                    }
-                    Err(err) => return Err(err.into()),
-                }
-            }
-            let row = sqlx::query(
-                "INSERT INTO messages (user_id, text, created_at) VALUES (?, ?, ?) RETURNING id",
+            // Claim the key first: a concurrent request with the same key blocks on this
+            // row (InnoDB) or the write lock (SQLite) until we commit, then fails the
+            // primary key and replays our response below.
+            let claimed = sqlx::query(
+                "INSERT INTO idempotency_keys (user_id, idem_key, response, created_at) \
+                 VALUES (?, ?, '', ?)",
             )
             .bind(user.0)
-            .bind(text.as_str())
+            .bind(key.as_str())
             .bind(now)
-            .fetch_one(&mut *tx)
-            .await?;
-            let id = MessageId::from_row(row.try_get(0)?);
-            let mut tokens = crate::domain::search_tokens(text.as_str());
-            tokens.sort();
-            tokens.dedup();
-            if !tokens.is_empty() {
-                let sql = format!(
-                    "INSERT INTO message_tokens (user_id, token, message_id) VALUES {}",
-                    vec!["(?, ?, ?)"; tokens.len()].join(", ")
-                );
-                // Safe: the SQL repeats a fixed placeholder group; the tokens are bound.
-                let mut insert = sqlx::query(AssertSqlSafe(sql));
-                for token in &tokens {
-                    insert = insert.bind(user.0).bind(token.as_str()).bind(id.get());
+            .execute(&mut *tx)
+            .await;
+            match claimed {
+                Ok(_) => {}
+                Err(err) if is_unique_violation(&err) => {
+                    tx.rollback().await?;
+                    match self.replay(user, key, now).await? {
+                        Some(first) => return Ok(Created::Replayed(first)),
+                        None => continue,
+                    }
                 }
-                insert.execute(&mut *tx).await?;
+                Err(err) => return Err(err.into()),
             }
-            let message = Message {
-                id: id.to_string(),
-                text: text.as_str().to_owned(),
-                created_at: rfc3339_millis(now),
-            };
-            if let Some(key) = key {
-                sqlx::query(
-                    "UPDATE idempotency_keys SET response = ? WHERE user_id = ? AND idem_key = ?",
-                )
-                .bind(serde_json::to_string(&message)?)
-                .bind(user.0)
-                .bind(key.as_str())
-                .execute(&mut *tx)
-                .await?;
-            }
+            let message = insert_message(&mut tx, user, text, now).await?;
+            sqlx::query(
+                "UPDATE idempotency_keys SET response = ? WHERE user_id = ? AND idem_key = ?",
+            )
+            .bind(serde_json::to_string(&message)?)
+            .bind(user.0)
+            .bind(key.as_str())
+            .execute(&mut *tx)
+            .await?;
             tx.commit().await?;
             return Ok(Created::New(message));
         }
@@ -443,6 +434,44 @@ impl Db {
             .await?;
         rows.iter().map(message_from_row).collect()
     }
+}
+
+/// Inserts one message and its search tokens on `conn` (inside the caller's transaction).
+async fn insert_message(
+    conn: &mut sqlx::AnyConnection,
+    user: UserId,
+    text: &MessageText,
+    now: i64,
+) -> sqlx::Result<Message> {
+    let row = sqlx::query(
+        "INSERT INTO messages (user_id, text, created_at) VALUES (?, ?, ?) RETURNING id",
+    )
+    .bind(user.0)
+    .bind(text.as_str())
+    .bind(now)
+    .fetch_one(&mut *conn)
+    .await?;
+    let id = MessageId::from_row(row.try_get(0)?);
+    let mut tokens = crate::domain::search_tokens(text.as_str());
+    tokens.sort();
+    tokens.dedup();
+    if !tokens.is_empty() {
+        let sql = format!(
+            "INSERT INTO message_tokens (user_id, token, message_id) VALUES {}",
+            vec!["(?, ?, ?)"; tokens.len()].join(", ")
+        );
+        // Safe: the SQL repeats a fixed placeholder group; the tokens are bound.
+        let mut insert = sqlx::query(AssertSqlSafe(sql));
+        for token in &tokens {
+            insert = insert.bind(user.0).bind(token.as_str()).bind(id.get());
+        }
+        insert.execute(&mut *conn).await?;
+    }
+    Ok(Message {
+        id: id.to_string(),
+        text: text.as_str().to_owned(),
+        created_at: rfc3339_millis(now),
+    })
 }
 
 fn message_from_row(row: &sqlx::any::AnyRow) -> sqlx::Result<Message> {

@@ -1,0 +1,89 @@
+//! Group commit for new messages.
+//!
+//! Every statement is a round trip to the database (for SQLite, a hop to its worker
+//! thread), and a transaction adds two more. Under load, requests that arrive together
+//! are written in one transaction: `BEGIN`, two inserts per message, `COMMIT`. With 32
+//! concurrent posters on `missive dev` (SQLite) this took `POST /api/messages` from about
+//! 2,100 to 6,500 requests/s and p99 from 20 ms to 11 ms (bench/run.sh). At low load a
+//! batch is one message, written at once: nothing ever waits for a batch to fill.
+
+use anyhow::Context;
+use sqlx::AnyPool;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Message, UserId, insert_message, now_millis};
+use crate::domain::MessageText;
+
+/// Most messages in one transaction.
+const MAX_BATCH: usize = 64;
+
+struct Pending {
+    user: UserId,
+    text: MessageText,
+    reply: oneshot::Sender<anyhow::Result<Message>>,
+}
+
+/// Handle to the writer task.
+#[derive(Debug)]
+pub(super) struct Batcher {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl Batcher {
+    /// Starts the writer task on the current runtime.
+    pub(super) fn spawn(writer: AnyPool) -> Self {
+        let (queue, requests) = mpsc::channel(4 * MAX_BATCH);
+        tokio::spawn(run(writer, requests));
+        Self { queue }
+    }
+
+    /// Writes one message (with whatever else is waiting) and returns it once committed.
+    pub(super) async fn submit(&self, user: UserId, text: MessageText) -> anyhow::Result<Message> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Pending { user, text, reply })
+            .await
+            .map_err(|_| anyhow::anyhow!("message writer has stopped"))?;
+        answer.await.context("message writer dropped the request")?
+    }
+}
+
+async fn run(writer: AnyPool, mut requests: mpsc::Receiver<Pending>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while requests.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        match write(&writer, &batch).await {
+            Ok(messages) => {
+                for (pending, message) in batch.drain(..).zip(messages) {
+                    // The requester may have gone (client disconnected); the row stays.
+                    let _ = pending.reply.send(Ok(message));
+                }
+            }
+            Err(err) => {
+                // One failing row must not fail its neighbours: retry each on its own so
+                // every request gets its own answer.
+                tracing::warn!(
+                    error = format!("{err:#}"),
+                    size = batch.len(),
+                    "batch failed; retrying one by one"
+                );
+                for pending in batch.drain(..) {
+                    let result = write(&writer, std::slice::from_ref(&pending))
+                        .await
+                        .map(|mut written| written.remove(0));
+                    let _ = pending.reply.send(result);
+                }
+            }
+        }
+    }
+}
+
+async fn write(writer: &AnyPool, batch: &[Pending]) -> anyhow::Result<Vec<Message>> {
+    let mut tx = writer.begin().await?;
+    let now = now_millis();
+    let mut written = Vec::with_capacity(batch.len());
+    for pending in batch {
+        written.push(insert_message(&mut tx, pending.user, &pending.text, now).await?);
+    }
+    tx.commit().await?;
+    Ok(written)
+}
