@@ -1333,3 +1333,36 @@ async fn openapi_document_describes_every_endpoint() {
     }
     backends.cleanup().await;
 }
+
+#[tokio::test]
+async fn stream_sends_heartbeat_comments() {
+    assert_eq!(activity_stream::HEARTBEAT, Duration::from_secs(15));
+    let backends = TestBackends::new(Backends::Embedded).await;
+    let state = backends.state();
+    let user = common::sessions::CurrentUser {
+        id: common::db::UserId(1),
+        username: common::domain::Username::parse("alice").unwrap(),
+    };
+    let session = state.sessions.create(&user).await.unwrap();
+    // The store lives as long as the state; keep one alive as a server would.
+    let router = activity_stream::router_with_heartbeat(state.clone(), Duration::from_millis(300));
+    let request = axum::http::Request::builder()
+        .uri("/api/activity/stream")
+        .header("cookie", format!("missive_session={}", session.expose()))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let mut body = router.oneshot(request).await.unwrap().into_body();
+    let started = std::time::Instant::now();
+    for _ in 0..2 {
+        let frame = tokio::time::timeout(Duration::from_secs(2), body.frame())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+            .into_data()
+            .unwrap();
+        assert_eq!(&frame[..], b": heartbeat\n\n");
+    }
+    assert!(started.elapsed() >= Duration::from_millis(550));
+    backends.cleanup().await;
+}

@@ -26,8 +26,16 @@ pub const HEARTBEAT: Duration = Duration::from_secs(15);
 
 /// The function's routes.
 pub fn router(state: AppState) -> Router {
+    router_with_heartbeat(state, HEARTBEAT)
+}
+
+/// The routes with another heartbeat interval (tests use a short one).
+pub fn router_with_heartbeat(state: AppState, heartbeat: Duration) -> Router {
     Router::new()
-        .route("/api/activity/stream", get(stream))
+        .route(
+            "/api/activity/stream",
+            get(move |state, user| stream(state, user, heartbeat)),
+        )
         .with_state(state)
 }
 
@@ -48,6 +56,7 @@ pub struct ApiDoc;
 async fn stream(
     State(state): State<AppState>,
     user: CurrentUser,
+    heartbeat: Duration,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let entries = state.activity.subscribe(&user.username).await?;
     let events = entries
@@ -58,5 +67,5 @@ async fn stream(
             Ok(Event::default().event(kind).data(json))
         })
         .take_until(state.shutdown.clone().cancelled_owned());
-    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(HEARTBEAT).text("heartbeat")))
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(heartbeat).text("heartbeat")))
 }
