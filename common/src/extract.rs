@@ -62,30 +62,24 @@ pub fn session_id(headers: &HeaderMap) -> Option<SessionId> {
 
 /// `Set-Cookie` for a new session.
 pub fn session_cookie(state: &AppState, id: &SessionId) -> HeaderValue {
-    let secure = if state.config.cookie_secure {
-        "; Secure"
-    } else {
-        ""
-    };
-    let value = format!(
-        "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
-        id.expose(),
-        state.sessions.ttl().as_secs()
-    );
-    HeaderValue::try_from(value).expect("BUG: base64url ids are valid header text")
+    cookie(state, id.expose(), state.sessions.ttl().as_secs())
 }
 
 /// `Set-Cookie` that removes the session cookie.
 pub fn clear_session_cookie(state: &AppState) -> HeaderValue {
+    cookie(state, "", 0)
+}
+
+fn cookie(state: &AppState, value: &str, max_age: u64) -> HeaderValue {
     let secure = if state.config.cookie_secure {
         "; Secure"
     } else {
         ""
     };
     HeaderValue::try_from(format!(
-        "{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{secure}"
+        "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
     ))
-    .expect("BUG: static cookie text is a valid header")
+    .expect("BUG: base64url ids and our attributes are valid header text")
 }
 
 impl FromRequestParts<AppState> for CurrentUser {
