@@ -61,9 +61,30 @@ pub struct Config {
     pub log_level: String,
 
     /// Where events are sent as HTTP CloudEvents (Knative's SinkBinding injects `K_SINK`).
-    /// Unset: events go to the in-process bus.
+    /// Used when `KAFKA_BROKERS` is unset. Neither set: the in-process bus.
     #[arg(long, env = "K_SINK")]
     pub k_sink: Option<String>,
+
+    /// Kafka bootstrap servers (`host:9092,...`): events are published there.
+    #[arg(long, env = "KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+
+    /// Topic of the domain events functions emit.
+    #[arg(long, env = "KAFKA_EVENTS_TOPIC", default_value = "missive.events")]
+    pub kafka_events_topic: String,
+
+    /// Topic event producers publish `message.submitted` to.
+    #[arg(long, env = "KAFKA_INBOX_TOPIC", default_value = "missive.inbox")]
+    pub kafka_inbox_topic: String,
+
+    /// Topic of events that failed permanently.
+    #[arg(long, env = "KAFKA_DLQ_TOPIC", default_value = "missive.dlq")]
+    pub kafka_dlq_topic: String,
+
+    /// The outbox relay publishes rows at least this old (seconds), leaving newer ones
+    /// to the request that wrote them.
+    #[arg(long, env = "OUTBOX_RELAY_MIN_AGE_SECS", default_value_t = 5)]
+    pub outbox_relay_min_age_secs: u64,
 }
 
 impl Config {

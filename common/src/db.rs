@@ -6,6 +6,9 @@
 //! with `INSERT ... RETURNING` (MariaDB 10.5+, SQLite 3.35+; plain MySQL lacks it).
 
 mod batch;
+mod outbox;
+
+pub use outbox::OutboxEntry;
 
 use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
@@ -20,6 +23,7 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use crate::domain::{Cursor, IdempotencyKey, Limit, MessageId, MessageText, Username};
+use crate::events::CloudEvent;
 
 /// Which database is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,10 +81,24 @@ pub struct MessagePage {
 
 /// The outcome of creating a message.
 pub enum Created {
-    /// A new message.
-    New(Message),
+    /// A new message, and its `message.created` event in the outbox.
+    New(Message, OutboxEntry),
     /// The idempotency key was used before: the first response, nothing created.
     Replayed(Message),
+}
+
+/// Builds the event of a new message once its id is known. `Fn`, not `FnOnce`: a failed
+/// batch is retried message by message.
+pub type EventFor = Arc<dyn Fn(&Message) -> CloudEvent + Send + Sync>;
+
+/// The outcome of ingesting a submitted message.
+pub enum Ingested {
+    /// Stored, with its event in the outbox.
+    Created(Box<(Message, OutboxEntry)>),
+    /// This event was applied before; nothing changed.
+    Duplicate,
+    /// No such user.
+    UnknownUser,
 }
 
 /// How long an idempotency key is remembered.
@@ -101,20 +119,40 @@ pub struct Db {
 }
 
 fn migrator(backend: Backend) -> Migrator {
-    let (description, sql) = match backend {
-        Backend::MariaDb => ("init", include_str!("../../migrations/mysql/0001_init.sql")),
-        Backend::Sqlite => (
-            "init",
-            include_str!("../../migrations/sqlite/0001_init.sql"),
-        ),
+    let files: [(&str, &str); 2] = match backend {
+        Backend::MariaDb => [
+            ("init", include_str!("../../migrations/mysql/0001_init.sql")),
+            (
+                "outbox",
+                include_str!("../../migrations/mysql/0002_outbox.sql"),
+            ),
+        ],
+        Backend::Sqlite => [
+            (
+                "init",
+                include_str!("../../migrations/sqlite/0001_init.sql"),
+            ),
+            (
+                "outbox",
+                include_str!("../../migrations/sqlite/0002_outbox.sql"),
+            ),
+        ],
     };
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        Cow::Borrowed(description),
-        MigrationType::Simple,
-        sql.into_sql_str(),
-        false,
-    )])
+    Migrator::with_migrations(
+        files
+            .into_iter()
+            .zip(1..)
+            .map(|((description, sql), version)| {
+                Migration::new(
+                    version,
+                    Cow::Borrowed(description),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    )
 }
 
 impl Db {
@@ -211,13 +249,16 @@ impl Db {
         self.pool.close().await;
     }
 
-    /// Inserts a user; `Ok(None)` when the username is taken (the unique index decides,
-    /// so racing signups cannot both succeed).
+    /// Inserts a user and its `user.registered` event in one transaction; `Ok(None)`
+    /// when the username is taken (the unique index decides, so racing signups cannot
+    /// both succeed).
     pub async fn insert_user(
         &self,
         username: &Username,
         password_hash: &str,
-    ) -> sqlx::Result<Option<UserId>> {
+        event: CloudEvent,
+    ) -> anyhow::Result<Option<(UserId, OutboxEntry)>> {
+        let mut tx = self.writer.begin().await?;
         let result = sqlx::query(
             "INSERT INTO users (username, password_hash, created_at) VALUES (?, ?, ?) \
              RETURNING id",
@@ -225,13 +266,16 @@ impl Db {
         .bind(username.as_str())
         .bind(password_hash)
         .bind(now_millis())
-        .fetch_one(&self.writer)
+        .fetch_one(&mut *tx)
         .await;
-        match result {
-            Ok(row) => Ok(Some(UserId(row.try_get(0)?))),
-            Err(err) if is_unique_violation(&err) => Ok(None),
-            Err(err) => Err(err),
-        }
+        let id = match result {
+            Ok(row) => UserId(row.try_get(0)?),
+            Err(err) if is_unique_violation(&err) => return Ok(None),
+            Err(err) => return Err(err.into()),
+        };
+        let entry = outbox::insert(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(Some((id, entry)))
     }
 
     /// A user's id and password hash.
@@ -251,15 +295,18 @@ impl Db {
         user: UserId,
         text: &MessageText,
         key: Option<&IdempotencyKey>,
+        event: EventFor,
     ) -> anyhow::Result<Created> {
         match key {
-            None => Ok(Created::New(
-                self.batcher
+            None => {
+                let (message, entry) = self
+                    .batcher
                     .get_or_init(|| batch::Batcher::spawn(self.writer.clone()))
-                    .submit(user, text.clone())
-                    .await?,
-            )),
-            Some(key) => self.create_idempotent(user, text, key).await,
+                    .submit(user, text.clone(), event)
+                    .await?;
+                Ok(Created::New(message, entry))
+            }
+            Some(key) => self.create_idempotent(user, text, key, event).await,
         }
     }
 
@@ -268,6 +315,7 @@ impl Db {
         user: UserId,
         text: &MessageText,
         key: &IdempotencyKey,
+        event: EventFor,
     ) -> anyhow::Result<Created> {
         // Two attempts: the second runs only after an expired key was cleared.
         for _ in 0..2 {
@@ -297,6 +345,7 @@ impl Db {
                 Err(err) => return Err(err.into()),
             }
             let message = insert_message(&mut tx, user, text, now).await?;
+            let entry = outbox::insert(&mut tx, event(&message)).await?;
             sqlx::query(
                 "UPDATE idempotency_keys SET response = ? WHERE user_id = ? AND idem_key = ?",
             )
@@ -306,7 +355,7 @@ impl Db {
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
-            return Ok(Created::New(message));
+            return Ok(Created::New(message, entry));
         }
         anyhow::bail!("idempotency key kept expiring while being replaced")
     }
@@ -391,14 +440,54 @@ impl Db {
             .transpose()
     }
 
-    /// Deletes one message of this user (its tokens go by cascade); `false` if none.
-    pub async fn delete_message(&self, user: UserId, id: MessageId) -> sqlx::Result<bool> {
+    /// Deletes one message of this user (its tokens go by cascade) and writes `event` in
+    /// the same transaction; `None` if there was no such message.
+    pub async fn delete_message(
+        &self,
+        user: UserId,
+        id: MessageId,
+        event: CloudEvent,
+    ) -> anyhow::Result<Option<OutboxEntry>> {
+        let mut tx = self.writer.begin().await?;
         let done = sqlx::query("DELETE FROM messages WHERE user_id = ? AND id = ?")
             .bind(user.0)
             .bind(id.get())
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await?;
-        Ok(done.rows_affected() > 0)
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let entry = outbox::insert(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(Some(entry))
+    }
+
+    /// Applies a submitted message once per event `source`+`id`: the ledger entry, the
+    /// message and its event commit together, so a redelivery changes nothing.
+    pub async fn ingest_message(
+        &self,
+        source: &str,
+        event_id: &str,
+        username: &Username,
+        text: &MessageText,
+        event: EventFor,
+    ) -> anyhow::Result<Ingested> {
+        let mut tx = self.writer.begin().await?;
+        if !outbox::claim_event(&mut tx, source, event_id).await? {
+            return Ok(Ingested::Duplicate);
+        }
+        let user = sqlx::query("SELECT id FROM users WHERE username = ?")
+            .bind(username.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(user) = user else {
+            return Ok(Ingested::UnknownUser);
+        };
+        let user = UserId(user.try_get(0)?);
+        let message = insert_message(&mut tx, user, text, now_millis()).await?;
+        let entry = outbox::insert(&mut tx, event(&message)).await?;
+        tx.commit().await?;
+        Ok(Ingested::Created(Box::new((message, entry))))
     }
 
     /// This user's messages in which every word is a prefix of some word, newest first.

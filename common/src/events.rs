@@ -51,8 +51,17 @@ pub struct CloudEvent {
 }
 
 impl CloudEvent {
-    /// A new Missive event: `kind` like `message.created`, from function `function`.
+    /// A new Missive event: `kind` like `message.created`, from function `function`. It
+    /// carries the `traceparent` of the request or event being handled (the CloudEvents
+    /// distributed-tracing extension).
     pub fn new(function: &str, kind: &str, subject: &Username, data: serde_json::Value) -> Self {
+        let mut extensions = BTreeMap::new();
+        if let Some(traceparent) = current_traceparent() {
+            extensions.insert(
+                "traceparent".to_owned(),
+                serde_json::Value::String(traceparent),
+            );
+        }
         Self {
             id: uuid::Uuid::new_v4().to_string(),
             source: format!("/functions/{function}"),
@@ -60,8 +69,13 @@ impl CloudEvent {
             subject: Some(subject.as_str().to_owned()),
             time: Some(crate::db::rfc3339_millis(crate::db::now_millis())),
             data,
-            extensions: BTreeMap::new(),
+            extensions,
         }
+    }
+
+    /// The event's `traceparent` extension, if any.
+    pub fn traceparent(&self) -> Option<&str> {
+        self.extensions.get("traceparent").and_then(|v| v.as_str())
     }
 
     /// The short kind of a Missive event (`message.created` for
@@ -205,6 +219,58 @@ impl CloudEvent {
     }
 }
 
+/// The `message.created` event of a message once it is stored (its id is known only
+/// then): from `function`, about `author`, in the trace of the work being handled.
+pub fn message_created(function: &str, author: &Username) -> crate::db::EventFor {
+    let template = CloudEvent::new(function, "message.created", author, serde_json::Value::Null);
+    Arc::new(move |message: &crate::db::Message| {
+        let mut event = template.clone();
+        event.id = uuid::Uuid::new_v4().to_string();
+        event.data = serde_json::json!({ "id": message.id, "created_at": message.created_at });
+        event
+    })
+}
+
+tokio::task_local! {
+    static TRACEPARENT: String;
+}
+
+/// Runs `future` with `traceparent` as the trace context that new events carry.
+pub async fn with_traceparent<F: std::future::Future>(traceparent: String, future: F) -> F::Output {
+    TRACEPARENT.scope(traceparent, future).await
+}
+
+/// The trace context of the request or event being handled.
+pub fn current_traceparent() -> Option<String> {
+    TRACEPARENT.try_with(Clone::clone).ok()
+}
+
+/// Whether `value` is a W3C `traceparent` we can continue (version 00, non-zero ids).
+/// <https://www.w3.org/TR/trace-context/#traceparent-header>
+pub fn valid_traceparent(value: &str) -> bool {
+    let parts: Vec<&str> = value.split('-').collect();
+    let hex = |s: &str, len: usize| {
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    parts.len() == 4
+        && parts[0] == "00"
+        && hex(parts[1], 32)
+        && parts[1].bytes().any(|b| b != b'0')
+        && hex(parts[2], 16)
+        && parts[2].bytes().any(|b| b != b'0')
+        && hex(parts[3], 2)
+}
+
+/// A fresh sampled `traceparent` for work that arrived without one.
+pub fn new_traceparent() -> String {
+    let trace: [u8; 16] = rand::random();
+    let span: [u8; 8] = rand::random();
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    format!("00-{}-{}-01", hex(&trace), hex(&span))
+}
+
 fn check_specversion(version: Option<&str>) -> Result<(), ApiError> {
     match version {
         Some("1.0") => Ok(()),
@@ -330,14 +396,20 @@ impl EventPublisher for HttpSink {
     }
 }
 
-/// Builds the publisher from config: HTTP to `K_SINK` if set, else an in-process bus.
-pub fn publisher(
-    k_sink: Option<&str>,
+/// Builds the event transport from config: Kafka when `KAFKA_BROKERS` is set, else HTTP
+/// to `K_SINK` if set, else the in-process bus (returned separately so consumers in this
+/// process can subscribe to it).
+pub fn transport(
+    config: &crate::config::Config,
 ) -> anyhow::Result<(Arc<dyn EventPublisher>, Arc<InProcessBus>)> {
     let bus = Arc::new(InProcessBus::default());
-    let publisher: Arc<dyn EventPublisher> = match k_sink {
-        Some(url) => Arc::new(HttpSink::new(url)?),
-        None => bus.clone(),
+    let publisher: Arc<dyn EventPublisher> = match (&config.kafka_brokers, &config.k_sink) {
+        (Some(brokers), _) => Arc::new(crate::kafka::KafkaPublisher::new(
+            brokers,
+            &config.kafka_events_topic,
+        )?),
+        (None, Some(url)) => Arc::new(HttpSink::new(url)?),
+        (None, None) => bus.clone(),
     };
     Ok((publisher, bus))
 }

@@ -15,6 +15,8 @@
 //! - [`kv`]: the key-value store (Redis or in-process) that sessions and activity use.
 //! - [`sessions`], [`activity`]: server-side sessions and the per-user activity log.
 //! - [`events`]: CloudEvents and the transport-neutral [`events::EventPublisher`].
+//! - [`outbox`]: publishing events written in the same transaction as their change.
+//! - [`kafka`]: the Kafka transport and the CloudEvents Kafka binding.
 //! - [`state`]: [`AppState`], built once per process and handed to every router.
 //! - [`telemetry`]: JSON logging.
 //! - [`testing`]: helpers that tests use to start the real app against either backend.
@@ -27,7 +29,9 @@ pub mod domain;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod kafka;
 pub mod kv;
+pub mod outbox;
 pub mod password;
 pub mod serve;
 pub mod sessions;

@@ -98,6 +98,7 @@ pub fn app(routes: Router, state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(require_json_content_type))
+        .layer(middleware::from_fn(trace_context))
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             with_timeout(timeout, req, next)
         }))
@@ -231,6 +232,18 @@ async fn require_json_content_type(req: Request, next: Next) -> Response {
         }
     }
     next.run(req).await
+}
+
+/// Continues the caller's W3C trace (or starts one) so every event this request causes
+/// carries its `traceparent`.
+async fn trace_context(req: Request, next: Next) -> Response {
+    let traceparent = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| crate::events::valid_traceparent(v))
+        .map_or_else(crate::events::new_traceparent, str::to_owned);
+    crate::events::with_traceparent(traceparent, next.run(req)).await
 }
 
 async fn with_timeout(limit: Duration, req: Request, next: Next) -> Response {

@@ -9,8 +9,9 @@ use tokio_util::sync::CancellationToken;
 use crate::activity::ActivityLog;
 use crate::config::Config;
 use crate::db::Db;
-use crate::events::{CloudEvent, EventPublisher, InProcessBus};
+use crate::events::{EventPublisher, InProcessBus};
 use crate::kv::Kv;
+use crate::outbox::Outbox;
 use crate::sessions::Sessions;
 
 /// Everything a handler may use. Cheap to clone (all handles).
@@ -26,8 +27,10 @@ pub struct AppState {
     pub sessions: Sessions,
     /// The activity log (on `kv`).
     pub activity: ActivityLog,
-    /// Where events go.
-    pub events: Arc<dyn EventPublisher>,
+    /// The event transport (Kafka, a Knative sink, or the in-process bus).
+    pub transport: Arc<dyn EventPublisher>,
+    /// Publishes committed outbox entries through `transport`.
+    pub outbox: Outbox,
     /// The in-process bus; consumers subscribe here when they run in this process.
     pub bus: Arc<InProcessBus>,
     /// Cancelled on SIGTERM; long-lived responses (SSE) end when it fires.
@@ -46,30 +49,17 @@ impl AppState {
             config.redis_url.as_ref().map(|u| u.expose_secret()),
             &config.redis_key_prefix,
         )?;
-        let (events, bus) = crate::events::publisher(config.k_sink.as_deref())?;
+        let (transport, bus) = crate::events::transport(&config)?;
         Ok(Self {
+            outbox: Outbox::new(db.clone(), transport.clone()),
             sessions: Sessions::new(kv.clone(), config.session_ttl()),
             activity: ActivityLog::new(kv.clone()),
             config: Arc::new(config),
             db,
             kv,
-            events,
+            transport,
             bus,
             shutdown: CancellationToken::new(),
         })
-    }
-
-    /// Publishes an event after the state change it describes has been committed. A
-    /// failure is logged, not returned: the change happened and the client must hear so.
-    /// (Until the transactional outbox exists, such an event is lost.)
-    pub async fn emit(&self, event: CloudEvent) {
-        if let Err(err) = self.events.publish(&event).await {
-            tracing::error!(
-                error = format!("{err:#}"),
-                event.id = %event.id,
-                event.r#type = %event.ty,
-                "event not delivered"
-            );
-        }
     }
 }

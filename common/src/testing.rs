@@ -43,6 +43,8 @@ enum Cleanup {
 impl TestBackends {
     /// Creates a fresh, migrated database (and key prefix) for one test.
     pub async fn new(backends: Backends) -> Self {
+        // Logs of a failing test show up in its captured output.
+        crate::telemetry::init("warn");
         let unique = uuid::Uuid::new_v4().simple().to_string();
         let mut config = Config::default();
         let (url, cleanup) = match backends {

@@ -2,7 +2,8 @@
 //!
 //! Every statement is a round trip to the database (for SQLite, a hop to its worker
 //! thread), and a transaction adds two more. Under load, requests that arrive together
-//! are written in one transaction: `BEGIN`, two inserts per message, `COMMIT`. With 32
+//! are written in one transaction: `BEGIN`, three inserts per message (message, search
+//! tokens, outbox), `COMMIT`. With 32
 //! concurrent posters on `missive dev` (SQLite) this took `POST /api/messages` from about
 //! 2,100 to 6,500 requests/s and p99 from 20 ms to 11 ms (bench/run.sh). At low load a
 //! batch is one message, written at once: nothing ever waits for a batch to fill.
@@ -11,16 +12,20 @@ use anyhow::Context;
 use sqlx::AnyPool;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Message, UserId, insert_message, now_millis};
+use super::outbox::{self, OutboxEntry};
+use super::{EventFor, Message, UserId, insert_message, now_millis};
 use crate::domain::MessageText;
 
 /// Most messages in one transaction.
 const MAX_BATCH: usize = 64;
 
+type Written = (Message, OutboxEntry);
+
 struct Pending {
     user: UserId,
     text: MessageText,
-    reply: oneshot::Sender<anyhow::Result<Message>>,
+    event: EventFor,
+    reply: oneshot::Sender<anyhow::Result<Written>>,
 }
 
 /// Handle to the writer task.
@@ -38,10 +43,20 @@ impl Batcher {
     }
 
     /// Writes one message (with whatever else is waiting) and returns it once committed.
-    pub(super) async fn submit(&self, user: UserId, text: MessageText) -> anyhow::Result<Message> {
+    pub(super) async fn submit(
+        &self,
+        user: UserId,
+        text: MessageText,
+        event: EventFor,
+    ) -> anyhow::Result<Written> {
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send(Pending { user, text, reply })
+            .send(Pending {
+                user,
+                text,
+                event,
+                reply,
+            })
             .await
             .map_err(|_| anyhow::anyhow!("message writer has stopped"))?;
         answer.await.context("message writer dropped the request")?
@@ -77,12 +92,14 @@ async fn run(writer: AnyPool, mut requests: mpsc::Receiver<Pending>) {
     }
 }
 
-async fn write(writer: &AnyPool, batch: &[Pending]) -> anyhow::Result<Vec<Message>> {
+async fn write(writer: &AnyPool, batch: &[Pending]) -> anyhow::Result<Vec<Written>> {
     let mut tx = writer.begin().await?;
     let now = now_millis();
     let mut written = Vec::with_capacity(batch.len());
     for pending in batch {
-        written.push(insert_message(&mut tx, pending.user, &pending.text, now).await?);
+        let message = insert_message(&mut tx, pending.user, &pending.text, now).await?;
+        let entry = outbox::insert(&mut tx, (pending.event)(&message)).await?;
+        written.push((message, entry));
     }
     tx.commit().await?;
     Ok(written)

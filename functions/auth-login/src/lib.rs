@@ -90,14 +90,16 @@ async fn login(
         username: username.clone(),
     };
     let session = state.sessions.create(&user).await?;
-    state
-        .emit(CloudEvent::new(
+    let entry = state
+        .db
+        .outbox_alone(CloudEvent::new(
             NAME,
             "user.logged_in",
             &username,
             serde_json::json!({ "username": username.as_str() }),
         ))
-        .await;
+        .await?;
+    state.outbox.publish(vec![entry]).await;
     Ok((
         [(header::SET_COOKIE, session_cookie(&state, &session))],
         Json(UserBody {

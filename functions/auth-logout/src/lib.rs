@@ -45,14 +45,16 @@ async fn logout(
         && let Some(user) = state.sessions.get(&id).await?
     {
         state.sessions.delete(&id).await?;
-        state
-            .emit(CloudEvent::new(
+        let entry = state
+            .db
+            .outbox_alone(CloudEvent::new(
                 NAME,
                 "user.logged_out",
                 &user.username,
                 serde_json::json!({ "username": user.username.as_str() }),
             ))
-            .await;
+            .await?;
+        state.outbox.publish(vec![entry]).await;
     }
     Ok((
         StatusCode::NO_CONTENT,

@@ -1,7 +1,8 @@
 //! `auth-signup`: `POST /api/auth/signup` creates an account and logs it in.
 //!
-//! Reads/writes: `users` (insert; the unique index on `username` decides races), a new
-//! session in the key-value store. Emits `io.missive.user.registered.v1`.
+//! Reads/writes: `users` (insert; the unique index on `username` decides races) with its
+//! event in the outbox, in one transaction; a new session in the key-value store. Emits
+//! `io.missive.user.registered.v1`.
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -51,9 +52,15 @@ async fn signup(
     let username = Username::parse(&body.username)?;
     let password = Password::parse(body.password)?;
     let hash = common::password::hash(password).await?;
-    let id = state
+    let event = CloudEvent::new(
+        NAME,
+        "user.registered",
+        &username,
+        serde_json::json!({ "username": username.as_str() }),
+    );
+    let (id, entry) = state
         .db
-        .insert_user(&username, &hash)
+        .insert_user(&username, &hash, event)
         .await?
         .ok_or(ApiError::UsernameTaken)?;
     let user = CurrentUser {
@@ -61,14 +68,7 @@ async fn signup(
         username: username.clone(),
     };
     let session = state.sessions.create(&user).await?;
-    state
-        .emit(CloudEvent::new(
-            NAME,
-            "user.registered",
-            &username,
-            serde_json::json!({ "username": username.as_str() }),
-        ))
-        .await;
+    state.outbox.publish(vec![entry]).await;
     Ok((
         StatusCode::CREATED,
         [(header::SET_COOKIE, session_cookie(&state, &session))],

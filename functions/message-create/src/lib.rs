@@ -1,8 +1,9 @@
 //! `message-create`: `POST /api/messages` stores a message of the logged-in user.
 //!
-//! Writes, in one transaction: `messages`, its search tokens in `message_tokens`, and the
-//! `Idempotency-Key` (if sent) with the response, so a retried request replays the first
-//! response instead of posting twice. Emits `io.missive.message.created.v1`.
+//! Writes, in one transaction: `messages`, its search tokens in `message_tokens`, its event
+//! in the outbox, and the `Idempotency-Key` (if sent) with the response, so a retried
+//! request replays the first response instead of posting twice. Emits
+//! `io.missive.message.created.v1`.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -13,7 +14,7 @@ use common::api::NewMessage;
 use common::db::{Created, Message};
 use common::domain::{IdempotencyKey, MessageText};
 use common::error::ErrorBody;
-use common::events::CloudEvent;
+use common::events::message_created;
 use common::extract::ApiJson;
 use common::sessions::CurrentUser;
 use common::{ApiError, AppState};
@@ -59,20 +60,14 @@ async fn create(
         .get("idempotency-key")
         .map(|v| IdempotencyKey::parse(v.as_bytes()))
         .transpose()?;
+    let event = message_created(NAME, &user.username);
     let message = match state
         .db
-        .create_message(user.id, &text, key.as_ref())
+        .create_message(user.id, &text, key.as_ref(), event)
         .await?
     {
-        Created::New(message) => {
-            state
-                .emit(CloudEvent::new(
-                    NAME,
-                    "message.created",
-                    &user.username,
-                    serde_json::json!({ "id": message.id, "created_at": message.created_at }),
-                ))
-                .await;
+        Created::New(message, entry) => {
+            state.outbox.publish(vec![entry]).await;
             message
         }
         Created::Replayed(first) => first,

@@ -1,7 +1,8 @@
 //! `message-delete`: `DELETE /api/messages/{id}` deletes one message of the logged-in user
 //! (404 for anyone else's).
 //!
-//! Writes: `messages` (its search tokens go by cascade). Emits
+//! Writes, in one transaction: `messages` (its search tokens go by cascade) and the event
+//! in the outbox. Emits
 //! `io.missive.message.deleted.v1`.
 
 use axum::Router;
@@ -45,16 +46,17 @@ async fn delete_message(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = MessageId::parse(&id).ok_or(ApiError::NotFound)?;
-    if !state.db.delete_message(user.id, id).await? {
-        return Err(ApiError::NotFound);
-    }
-    state
-        .emit(CloudEvent::new(
-            NAME,
-            "message.deleted",
-            &user.username,
-            serde_json::json!({ "id": id.to_string() }),
-        ))
-        .await;
+    let event = CloudEvent::new(
+        NAME,
+        "message.deleted",
+        &user.username,
+        serde_json::json!({ "id": id.to_string() }),
+    );
+    let entry = state
+        .db
+        .delete_message(user.id, id, event)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    state.outbox.publish(vec![entry]).await;
     Ok(StatusCode::NO_CONTENT)
 }

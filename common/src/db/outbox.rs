@@ -1,0 +1,142 @@
+//! Outbox rows, the relay's lease, and the processed-events ledger of consumers.
+
+use sqlx::{AnyConnection, AssertSqlSafe, Row};
+
+use super::{Db, now_millis};
+use crate::events::CloudEvent;
+
+/// An event written to the outbox, not yet known to be published.
+#[derive(Debug, Clone)]
+pub struct OutboxEntry {
+    /// Row id; publishing follows id order.
+    pub id: i64,
+    /// The event.
+    pub event: CloudEvent,
+}
+
+/// Writes `event` to the outbox on `conn`, inside the caller's transaction.
+pub(crate) async fn insert(
+    conn: &mut AnyConnection,
+    event: CloudEvent,
+) -> anyhow::Result<OutboxEntry> {
+    let row = sqlx::query("INSERT INTO outbox (event, created_at) VALUES (?, ?) RETURNING id")
+        .bind(serde_json::to_string(&event)?)
+        .bind(now_millis())
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(OutboxEntry {
+        id: row.try_get(0)?,
+        event,
+    })
+}
+
+/// Records that `source`+`id` was applied; `false` if it was before (a redelivery).
+pub(crate) async fn claim_event(
+    conn: &mut AnyConnection,
+    source: &str,
+    id: &str,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "INSERT INTO processed_events (source, event_id, processed_at) VALUES (?, ?, ?)",
+    )
+    .bind(source)
+    .bind(id)
+    .bind(now_millis())
+    .execute(&mut *conn)
+    .await;
+    match done {
+        Ok(_) => Ok(true),
+        Err(err) if super::is_unique_violation(&err) => Ok(false),
+        Err(err) => Err(err),
+    }
+}
+
+impl Db {
+    /// Writes `event` to the outbox in a transaction of its own, for events whose state
+    /// change is not in the database (a login lives in the session store).
+    pub async fn outbox_alone(&self, event: CloudEvent) -> anyhow::Result<OutboxEntry> {
+        let mut conn = self.writer.acquire().await?;
+        insert(&mut conn, event).await
+    }
+
+    /// Marks rows as published.
+    pub async fn mark_sent(&self, ids: &[i64]) -> sqlx::Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "UPDATE outbox SET sent_at = ? WHERE id IN ({})",
+            vec!["?"; ids.len()].join(", ")
+        );
+        // Safe: a fixed placeholder list; the ids are bound.
+        let mut query = sqlx::query(AssertSqlSafe(sql)).bind(now_millis());
+        for id in ids {
+            query = query.bind(*id);
+        }
+        query.execute(&self.writer).await?;
+        Ok(())
+    }
+
+    /// Takes the relay lease for `ttl_ms` if it is free or expired (or already ours).
+    pub async fn acquire_relay_lease(&self, holder: &str, ttl_ms: i64) -> sqlx::Result<bool> {
+        let now = now_millis();
+        let done = sqlx::query(
+            "UPDATE outbox_lease SET holder = ?, expires_at = ? \
+             WHERE name = 'relay' AND (expires_at < ? OR holder = ?)",
+        )
+        .bind(holder)
+        .bind(now + ttl_ms)
+        .bind(now)
+        .bind(holder)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Gives the lease back early.
+    pub async fn release_relay_lease(&self, holder: &str) -> sqlx::Result<()> {
+        sqlx::query("UPDATE outbox_lease SET expires_at = 0 WHERE name = 'relay' AND holder = ?")
+            .bind(holder)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    /// Unsent rows created before `before_ms`, oldest first.
+    pub async fn unsent(&self, before_ms: i64, limit: i64) -> anyhow::Result<Vec<OutboxEntry>> {
+        let rows = sqlx::query(
+            "SELECT id, event FROM outbox WHERE sent_at IS NULL AND created_at < ? \
+             ORDER BY id LIMIT ?",
+        )
+        .bind(before_ms)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let event: String = row.try_get(1)?;
+                Ok(OutboxEntry {
+                    id: row.try_get(0)?,
+                    event: serde_json::from_str(&event)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Number of unsent rows (for tests and the relay's report).
+    pub async fn unsent_count(&self) -> sqlx::Result<i64> {
+        sqlx::query("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)
+    }
+
+    /// Deletes rows published before `before_ms`.
+    pub async fn purge_sent(&self, before_ms: i64) -> sqlx::Result<u64> {
+        let done = sqlx::query("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?")
+            .bind(before_ms)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}
