@@ -168,6 +168,9 @@ fn migrate_creates_and_migrates_idempotently() {
             "idempotency_keys",
             "message_tokens",
             "messages",
+            "outbox",
+            "outbox_lease",
+            "processed_events",
             "users"
         ]
     );
