@@ -4,20 +4,43 @@
 //! Production does not use this: there each function is its own binary and Knative
 //! Service, and events travel through Knative Eventing instead of the in-process bus.
 
+pub mod dispatcher;
+
 use axum::routing::get;
 use axum::{Json, Router};
 use common::AppState;
 use utoipa::OpenApi;
 
-/// Every public function's routes on one router (the runtime-contract layers not yet
-/// applied), with `activity-record` subscribed to the in-process bus.
+/// The event functions with their routers. `missive dev` also serves each at
+/// `/_events/<name>` (for `missive publish --http` and manual tests), as a cluster-local
+/// Knative Service would be reachable inside the cluster.
+pub fn event_functions(state: &AppState) -> [(&'static str, Router); 3] {
+    [
+        (
+            activity_record::NAME,
+            activity_record::router(state.clone()),
+        ),
+        (message_ingest::NAME, message_ingest::router(state.clone())),
+        (outbox_relay::NAME, outbox_relay::router(state.clone())),
+    ]
+}
+
+/// Every function's routes on one router (the runtime-contract layers not yet applied).
+/// Without Kafka, `activity-record` is subscribed to the in-process bus; with Kafka the
+/// dispatcher feeds it from the events topic instead.
 pub fn routes(state: AppState) -> Router {
-    // Knative would deliver events to activity-record; here the bus calls its router.
-    state.bus.subscribe(
-        activity_record::NAME,
-        activity_record::router(state.clone()),
-    );
-    Router::new()
+    if state.config.kafka_brokers.is_none() {
+        // Knative would deliver events to activity-record; here the bus calls its router.
+        state.bus.subscribe(
+            activity_record::NAME,
+            activity_record::router(state.clone()),
+        );
+    }
+    let mut router = Router::new();
+    for (name, events) in event_functions(&state) {
+        router = router.nest(&format!("/_events/{name}"), events);
+    }
+    router
         .merge(auth_signup::router(state.clone()))
         .merge(auth_login::router(state.clone()))
         .merge(auth_logout::router(state.clone()))

@@ -1,18 +1,29 @@
-//! `missive`: run the whole app in one process (`missive dev`, the default) or prepare a
-//! database (`missive migrate`).
+//! `missive`: run the whole app in one process (`missive dev`, the default), prepare a
+//! database (`missive migrate`), or publish messages as an event producer would
+//! (`missive publish`).
 
+use std::io::Read;
 use std::net::Ipv4Addr;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use common::AppState;
 use common::config::Config;
 use common::db::Db;
+use common::events::{CloudEvent, EventPublisher, HttpSink};
+use common::kafka::KafkaPublisher;
+use missive::dispatcher::{self, Delivery, Sink};
 use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
 
 /// Where `missive dev` keeps its data when `DATABASE_URL` is unset.
 const DEV_DATABASE_URL: &str = "sqlite://.missive/missive.db";
+
+/// Partitions of the topics `missive dev` creates.
+const DEV_PARTITIONS: i32 = 4;
 
 #[derive(Parser)]
 #[command(version, about = "Missive: a messaging app made of Knative functions")]
@@ -21,16 +32,51 @@ struct Cli {
     command: Option<Command>,
     #[command(flatten)]
     config: Config,
+    #[command(flatten)]
+    dispatch: DispatchArgs,
+}
+
+/// How `missive dev` delivers Kafka records to event functions.
+#[derive(Args)]
+struct DispatchArgs {
+    /// Attempts per event before it goes to the dead-letter topic.
+    #[arg(long, env = "DISPATCH_MAX_ATTEMPTS", default_value_t = 5)]
+    dispatch_max_attempts: u32,
+    /// First retry delay in milliseconds; doubles on each retry.
+    #[arg(long, env = "DISPATCH_BACKOFF_MS", default_value_t = 200)]
+    dispatch_backoff_ms: u64,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run every function in this process on one port (the default). With nothing set it
     /// uses a SQLite file under ./.missive/ and in-process stores; set DATABASE_URL and
-    /// REDIS_URL to run on MariaDB and Redis.
+    /// REDIS_URL to run on MariaDB and Redis, and KAFKA_BROKERS to move events to Kafka
+    /// (with a dispatcher doing KafkaSource's job).
     Dev,
     /// Create the database named by DATABASE_URL if missing and apply the migrations.
     Migrate,
+    /// Publish `io.missive.message.submitted.v1` events to the inbox topic (KAFKA_BROKERS),
+    /// or as HTTP CloudEvents with --http.
+    Publish(PublishArgs),
+}
+
+#[derive(Args)]
+struct PublishArgs {
+    /// Author of the message (with --text).
+    #[arg(long, requires = "text")]
+    user: Option<String>,
+    /// Text of the message (with --user).
+    #[arg(long, requires = "user")]
+    text: Option<String>,
+    /// A file of messages, `-` for stdin: JSON lines or a JSON array of
+    /// `{"username": ..., "text": ...}`.
+    #[arg(long, conflicts_with = "text")]
+    file: Option<String>,
+    /// POST each event to this URL (binary mode) instead of Kafka, e.g. a Broker ingress
+    /// or `http://127.0.0.1:8080/_events/message-ingest`.
+    #[arg(long)]
+    http: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -48,8 +94,9 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command.unwrap_or(Command::Dev) {
-            Command::Dev => dev(cli.config).await,
+            Command::Dev => dev(cli.config, cli.dispatch).await,
             Command::Migrate => migrate(cli.config).await,
+            Command::Publish(args) => publish(cli.config, args).await,
         }
     });
     match result {
@@ -76,7 +123,7 @@ async fn migrate(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn dev(mut config: Config) -> anyhow::Result<()> {
+async fn dev(mut config: Config, dispatch: DispatchArgs) -> anyhow::Result<()> {
     let url = config
         .database_url
         .get_or_insert_with(|| SecretString::from(DEV_DATABASE_URL))
@@ -85,6 +132,11 @@ async fn dev(mut config: Config) -> anyhow::Result<()> {
     prepare_database(&url, 1).await?;
     let state = AppState::build(config)?;
     let app = missive::app(state.clone());
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some(brokers) = state.config.kafka_brokers.clone() {
+        start_dispatchers(&state, &brokers, &dispatch, &mut tasks).await?;
+    }
+    tasks.spawn(relay_every_minute(state.clone()));
     // Loopback only: a development server should not be reachable from the network.
     let listener = common::serve::bind_on(Ipv4Addr::LOCALHOST, state.config.port).await?;
     let addr = listener.local_addr()?;
@@ -92,5 +144,138 @@ async fn dev(mut config: Config) -> anyhow::Result<()> {
     {
         println!("Missive is running at http://{addr}/ (API under /api, Ctrl-C to stop)");
     }
-    common::serve::serve(listener, app, state).await
+    common::serve::serve(listener, app, state).await?;
+    tasks.shutdown().await;
+    Ok(())
+}
+
+async fn start_dispatchers(
+    state: &AppState,
+    brokers: &str,
+    dispatch: &DispatchArgs,
+    tasks: &mut tokio::task::JoinSet<()>,
+) -> anyhow::Result<()> {
+    let c = &state.config;
+    common::kafka::ensure_topics(
+        brokers,
+        &[
+            &c.kafka_events_topic,
+            &c.kafka_inbox_topic,
+            &c.kafka_dlq_topic,
+        ],
+        DEV_PARTITIONS,
+    )
+    .await?;
+    let delivery = Arc::new(Delivery {
+        brokers: brokers.to_owned(),
+        dlq_topic: c.kafka_dlq_topic.clone(),
+        max_attempts: dispatch.dispatch_max_attempts.max(1),
+        backoff: Duration::from_millis(dispatch.dispatch_backoff_ms),
+    });
+    let dlq = Arc::new(KafkaPublisher::new(brokers, &c.kafka_dlq_topic)?);
+    let sinks = [
+        Sink {
+            name: activity_record::NAME,
+            topic: c.kafka_events_topic.clone(),
+            group: format!("{}-{}", c.kafka_events_topic, activity_record::NAME),
+            router: activity_record::router(state.clone()),
+        },
+        Sink {
+            name: message_ingest::NAME,
+            topic: c.kafka_inbox_topic.clone(),
+            group: format!("{}-{}", c.kafka_inbox_topic, message_ingest::NAME),
+            router: message_ingest::router(state.clone()),
+        },
+    ];
+    for sink in sinks {
+        let (delivery, dlq, shutdown) = (delivery.clone(), dlq.clone(), state.shutdown.clone());
+        tasks.spawn(async move {
+            let name = sink.name;
+            if let Err(err) = dispatcher::run(sink, delivery, dlq, shutdown).await {
+                tracing::error!(sink = name, error = format!("{err:#}"), "dispatcher failed");
+            }
+        });
+    }
+    Ok(())
+}
+
+/// What Knative's PingSource does for `outbox-relay`: run it every minute.
+async fn relay_every_minute(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    let min_age = Duration::from_secs(state.config.outbox_relay_min_age_secs);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = state.shutdown.cancelled() => return,
+        }
+        match state.outbox.relay("missive-dev", min_age).await {
+            Ok(report) if report.published > 0 => {
+                tracing::info!(published = report.published, "relayed outbox rows");
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = format!("{err:#}"), "outbox relay failed"),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Submission {
+    username: String,
+    text: String,
+}
+
+async fn publish(config: Config, args: PublishArgs) -> anyhow::Result<()> {
+    let submissions = match (&args.file, &args.user, &args.text) {
+        (Some(file), _, _) => read_submissions(file)?,
+        (None, Some(user), Some(text)) => vec![Submission {
+            username: user.clone(),
+            text: text.clone(),
+        }],
+        _ => anyhow::bail!("give --user and --text, or --file"),
+    };
+    let publisher: Box<dyn EventPublisher> = match (&args.http, &config.kafka_brokers) {
+        (Some(url), _) => Box::new(HttpSink::new(url)?),
+        (None, Some(brokers)) => Box::new(KafkaPublisher::new(brokers, &config.kafka_inbox_topic)?),
+        (None, None) => anyhow::bail!("set KAFKA_BROKERS, or give --http URL"),
+    };
+    let traceparent = common::events::new_traceparent();
+    for submission in &submissions {
+        let mut event = CloudEvent {
+            id: uuid::Uuid::new_v4().to_string(),
+            source: "/cli/missive-publish".to_owned(),
+            ty: message_ingest::SUBMITTED_TYPE.to_owned(),
+            subject: Some(submission.username.clone()),
+            time: Some(common::db::rfc3339_millis(common::db::now_millis())),
+            data: serde_json::json!({ "username": submission.username, "text": submission.text }),
+            extensions: Default::default(),
+        };
+        event
+            .extensions
+            .insert("traceparent".into(), traceparent.clone().into());
+        publisher
+            .publish(&event)
+            .await
+            .with_context(|| format!("publishing event {}", event.id))?;
+    }
+    tracing::info!(count = submissions.len(), "published");
+    Ok(())
+}
+
+fn read_submissions(file: &str) -> anyhow::Result<Vec<Submission>> {
+    let mut raw = String::new();
+    if file == "-" {
+        std::io::stdin().read_to_string(&mut raw)?;
+    } else {
+        raw = std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?;
+    }
+    if raw.trim_start().starts_with('[') {
+        return serde_json::from_str(&raw).context("parsing the JSON array");
+    }
+    raw.lines()
+        .filter(|line| !line.trim().is_empty())
+        .enumerate()
+        .map(|(n, line)| {
+            serde_json::from_str(line).with_context(|| format!("line {}: not a submission", n + 1))
+        })
+        .collect()
 }

@@ -1,0 +1,231 @@
+//! `missive dev`'s stand-in for Knative's KafkaSource, so the event functions run on
+//! real Kafka without a cluster. Production uses the real KafkaSource (see `knative/`);
+//! this keeps its delivery contract, small:
+//!
+//! - one consumer group per sink, so each sink sees every record of its topic;
+//! - each record is delivered as a binary-mode HTTP CloudEvent through the sink's router;
+//! - a record is finished before the next one is taken, so order holds per partition;
+//! - 2xx is done; 404, 409, 429 and 5xx are retried with exponential backoff; any other
+//!   status, or running out of attempts, sends the event to the dead-letter topic with
+//!   `knativeerrorcode`, `knativeerrordata` and `knativeerrordest` extensions;
+//! - the offset is committed only once the outcome is final, so a crash mid-delivery
+//!   means redelivery (at-least-once), never loss.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use http_body_util::BodyExt;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+use common::events::CloudEvent;
+use common::kafka::{self, KafkaPublisher};
+
+/// Where records of one topic go.
+pub struct Sink {
+    /// The event function's name (its Knative service).
+    pub name: &'static str,
+    /// Topic to consume.
+    pub topic: String,
+    /// Consumer group; fixed per sink so a restart resumes from committed offsets.
+    pub group: String,
+    /// The function's router.
+    pub router: Router,
+}
+
+/// Delivery settings shared by all sinks.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Kafka bootstrap servers.
+    pub brokers: String,
+    /// Dead-letter topic.
+    pub dlq_topic: String,
+    /// Attempts per event before it is dead-lettered.
+    pub max_attempts: u32,
+    /// Wait before the first retry; doubles each time.
+    pub backoff: Duration,
+}
+
+enum Outcome {
+    Delivered,
+    Failed { code: u16, data: String },
+    Interrupted,
+}
+
+/// Consumes `sink.topic` until `shutdown`, delivering each record to `sink.router`.
+pub async fn run(
+    sink: Sink,
+    delivery: Arc<Delivery>,
+    dlq: Arc<KafkaPublisher>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &delivery.brokers)
+        .set("group.id", &sink.group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .context("creating the Kafka consumer")?;
+    consumer
+        .subscribe(&[&sink.topic])
+        .with_context(|| format!("subscribing to {}", sink.topic))?;
+    tracing::info!(sink = sink.name, topic = %sink.topic, group = %sink.group, "dispatching");
+    loop {
+        let record = tokio::select! {
+            record = consumer.recv() => record,
+            () = shutdown.cancelled() => break,
+        };
+        let record = match record {
+            Ok(record) => record,
+            Err(err) => {
+                tracing::warn!(sink = sink.name, error = %err, "consuming failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let (event, outcome) = match kafka::from_record(&record) {
+            Ok(event) => {
+                let outcome = deliver(&sink.router, &event, &delivery, &shutdown).await;
+                (event, outcome)
+            }
+            // Not even a CloudEvent: nothing to deliver; keep it, with why, in the DLQ.
+            Err(why) => {
+                let event = CloudEvent {
+                    id: format!(
+                        "partition:{}/offset:{}",
+                        record.partition(),
+                        record.offset()
+                    ),
+                    source: format!("/kafka/{}", record.topic()),
+                    ty: kafka::KAFKA_EVENT_TYPE.to_owned(),
+                    subject: None,
+                    time: None,
+                    data: serde_json::Value::String(
+                        String::from_utf8_lossy(record.payload().unwrap_or_default()).into_owned(),
+                    ),
+                    extensions: Default::default(),
+                };
+                (
+                    event,
+                    Outcome::Failed {
+                        code: 400,
+                        data: why,
+                    },
+                )
+            }
+        };
+        match outcome {
+            Outcome::Delivered => {}
+            Outcome::Interrupted => break,
+            Outcome::Failed { code, data } => {
+                tracing::warn!(sink = sink.name, event.id = %event.id, code, "dead-lettering event");
+                if !dead_letter(&dlq, &delivery, sink.name, event, code, data, &shutdown).await {
+                    break;
+                }
+            }
+        }
+        // The outcome is final: only now may the group move past this record.
+        if let Err(err) = consumer.commit_message(&record, CommitMode::Async) {
+            tracing::warn!(sink = sink.name, error = %err, "offset commit failed; the record may be redelivered");
+        }
+    }
+    tracing::info!(sink = sink.name, "dispatcher stopped");
+    Ok(())
+}
+
+async fn deliver(
+    router: &Router,
+    event: &CloudEvent,
+    delivery: &Delivery,
+    shutdown: &CancellationToken,
+) -> Outcome {
+    let mut backoff = delivery.backoff;
+    let mut last = Outcome::Interrupted;
+    for attempt in 1..=delivery.max_attempts {
+        let request = match event.to_http_request("/") {
+            Ok(request) => request,
+            Err(err) => {
+                return Outcome::Failed {
+                    code: 400,
+                    data: err.to_string(),
+                };
+            }
+        };
+        let response = match router.clone().oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        let status = response.status();
+        if status.is_success() {
+            return Outcome::Delivered;
+        }
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        // Knative truncates the error data to 1024 bytes too.
+        let data = String::from_utf8_lossy(&body[..body.len().min(1024)]).into_owned();
+        let retryable = status.is_server_error() || matches!(status.as_u16(), 404 | 409 | 429);
+        last = Outcome::Failed {
+            code: status.as_u16(),
+            data,
+        };
+        if !retryable || attempt == delivery.max_attempts {
+            break;
+        }
+        tracing::debug!(event.id = %event.id, %status, attempt, "retrying delivery");
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = shutdown.cancelled() => return Outcome::Interrupted,
+        }
+        backoff = backoff.saturating_mul(2);
+    }
+    last
+}
+
+/// Publishes the failed event to the DLQ, retrying until it is accepted; `false` if
+/// shutdown came first (the record is then not committed and will be redelivered).
+async fn dead_letter(
+    dlq: &KafkaPublisher,
+    delivery: &Delivery,
+    sink: &str,
+    mut event: CloudEvent,
+    code: u16,
+    data: String,
+    shutdown: &CancellationToken,
+) -> bool {
+    let ext = &mut event.extensions;
+    ext.insert(
+        "knativeerrorcode".into(),
+        serde_json::Value::String(code.to_string()),
+    );
+    ext.insert("knativeerrordata".into(), serde_json::Value::String(data));
+    ext.insert(
+        "knativeerrordest".into(),
+        serde_json::Value::String(format!("/functions/{sink}")),
+    );
+    let mut backoff = delivery.backoff;
+    loop {
+        match dlq.send_to(&delivery.dlq_topic, &event).await {
+            Ok(_) => return true,
+            Err(err) => {
+                tracing::error!(
+                    error = format!("{err:#}"),
+                    "dead-letter topic unavailable; retrying"
+                );
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = shutdown.cancelled() => return false,
+        }
+        backoff = backoff.saturating_mul(2).min(Duration::from_secs(10));
+    }
+}
