@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, then every test on both backends (embedded
 # SQLite + in-process store, and MariaDB + Redis). Needs MariaDB and Redis running
-# (scripts/services.sh starts them); override where they are with
-# MISSIVE_TEST_DATABASE_URL and MISSIVE_TEST_REDIS_URL.
+# (scripts/services.sh starts them) and a Kafka broker (scripts/kafka.sh); override where
+# they are with MISSIVE_TEST_DATABASE_URL, MISSIVE_TEST_REDIS_URL and
+# MISSIVE_TEST_KAFKA_BROKERS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export MISSIVE_TEST_DATABASE_URL="${MISSIVE_TEST_DATABASE_URL:-mysql://root@127.0.0.1:3306}"
 export MISSIVE_TEST_REDIS_URL="${MISSIVE_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
+export MISSIVE_TEST_KAFKA_BROKERS="${MISSIVE_TEST_KAFKA_BROKERS:-127.0.0.1:9092}"
 
 # Databases left behind by tests that panicked before cleaning up.
 if command -v mariadb >/dev/null 2>&1; then

@@ -2,7 +2,9 @@
 //! real Kafka without a cluster. Production uses the real KafkaSource (see `knative/`);
 //! this keeps its delivery contract, small:
 //!
-//! - one consumer group per sink, so each sink sees every record of its topic;
+//! - one consumer group per sink, so each sink sees every record of its topic (the
+//!   group keeps the committed offsets; partitions are assigned, not balanced, since
+//!   `missive dev` runs one dispatcher per sink);
 //! - each record is delivered as a binary-mode HTTP CloudEvent through the sink's router;
 //! - a record is finished before the next one is taken, so order holds per partition;
 //! - 2xx is done; 404, 409, 429 and 5xx are retried with exponential backoff; any other
@@ -17,9 +19,9 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use http_body_util::BodyExt;
-use rdkafka::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
@@ -71,9 +73,27 @@ pub async fn run(
         .set("auto.offset.reset", "earliest")
         .create()
         .context("creating the Kafka consumer")?;
+    // Every partition is assigned to this one consumer, from the group's committed
+    // offsets. missive dev runs one dispatcher per sink, so there is nothing to balance,
+    // and a restart after a crash resumes at once instead of waiting for the dead
+    // member's session to expire.
+    let metadata = consumer
+        .fetch_metadata(Some(&sink.topic), Duration::from_secs(10))
+        .with_context(|| format!("reading the partitions of {}", sink.topic))?;
+    let mut assignment = TopicPartitionList::new();
+    for topic in metadata.topics() {
+        for partition in topic.partitions() {
+            assignment.add_partition_offset(&sink.topic, partition.id(), Offset::Stored)?;
+        }
+    }
+    anyhow::ensure!(
+        assignment.count() > 0,
+        "topic {} has no partitions",
+        sink.topic
+    );
     consumer
-        .subscribe(&[&sink.topic])
-        .with_context(|| format!("subscribing to {}", sink.topic))?;
+        .assign(&assignment)
+        .with_context(|| format!("consuming {}", sink.topic))?;
     tracing::info!(sink = sink.name, topic = %sink.topic, group = %sink.group, "dispatching");
     loop {
         let record = tokio::select! {
@@ -129,6 +149,12 @@ pub async fn run(
                 }
             }
         }
+        tracing::debug!(
+            sink = sink.name,
+            partition = record.partition(),
+            offset = record.offset(),
+            "record done"
+        );
         // The outcome is final: only now may the group move past this record.
         if let Err(err) = consumer.commit_message(&record, CommitMode::Async) {
             tracing::warn!(sink = sink.name, error = %err, "offset commit failed; the record may be redelivered");

@@ -6,6 +6,7 @@
 //! KafkaSource gives them (`dev.knative.kafka.event`, id `partition:<p>/offset:<o>`).
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -14,7 +15,7 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::events::{CloudEvent, EventPublisher};
@@ -44,7 +45,10 @@ pub fn producer_config(brokers: &str) -> ClientConfig {
 
 /// Publishes events to one topic.
 pub struct KafkaPublisher {
-    producer: FutureProducer,
+    brokers: String,
+    // Replaced after a fatal error: an idempotent producer that lost its producer id (a
+    // broker restart can fence it) refuses every later message until it is recreated.
+    producer: RwLock<Arc<FutureProducer>>,
     topic: String,
 }
 
@@ -52,26 +56,56 @@ impl KafkaPublisher {
     /// A producer for `topic`; connects in the background (no I/O here).
     pub fn new(brokers: &str, topic: &str) -> anyhow::Result<Self> {
         Ok(Self {
-            producer: producer_config(brokers)
-                .create()
-                .context("creating the Kafka producer")?,
+            brokers: brokers.to_owned(),
+            producer: RwLock::new(Arc::new(Self::producer(brokers)?)),
             topic: topic.to_owned(),
         })
+    }
+
+    fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
+        producer_config(brokers)
+            .create()
+            .context("creating the Kafka producer")
     }
 
     /// Sends `event` to `topic` and waits for the acknowledgement.
     pub async fn send_to(&self, topic: &str, event: &CloudEvent) -> anyhow::Result<(i32, i64)> {
         let (key, headers, payload) = to_record(event)?;
+        let producer = self
+            .producer
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         let record = FutureRecord::to(topic)
             .key(&key)
             .headers(headers)
             .payload(&payload);
-        let delivery = self
-            .producer
-            .send(record, Duration::from_secs(10))
-            .await
-            .map_err(|(err, _)| anyhow::Error::new(err).context(format!("sending to {topic}")))?;
-        Ok((delivery.partition, delivery.offset))
+        match producer.send(record, Duration::from_secs(10)).await {
+            Ok(delivery) => Ok((delivery.partition, delivery.offset)),
+            Err((err, _)) => {
+                let fenced = matches!(
+                    err.rdkafka_error_code(),
+                    Some(
+                        RDKafkaErrorCode::ProducerFenced
+                            | RDKafkaErrorCode::InvalidProducerEpoch
+                            | RDKafkaErrorCode::UnknownProducerId
+                            | RDKafkaErrorCode::OutOfOrderSequenceNumber
+                    )
+                );
+                if fenced || producer.client().fatal_error().is_some() {
+                    tracing::warn!(error = %err, "Kafka producer lost its producer id; recreating it");
+                    let fresh = Arc::new(Self::producer(&self.brokers)?);
+                    let mut current = self
+                        .producer
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    if Arc::ptr_eq(&current, &producer) {
+                        *current = fresh;
+                    }
+                }
+                Err(anyhow::Error::new(err).context(format!("sending to {topic}")))
+            }
+        }
     }
 }
 

@@ -1,0 +1,214 @@
+//! Runs the real `missive dev` binary for process-level tests, and speaks plain HTTP/1.1
+//! to it (no client library: what goes over the wire is what the test says).
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `missive dev`.
+pub struct Dev {
+    pub child: Child,
+    pub addr: String,
+}
+
+/// `missive` with a clean environment, listening on a free port.
+pub fn missive() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_missive"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("PORT", "0")
+        .env("LOG_LEVEL", "warn");
+    cmd
+}
+
+pub fn mysql_server() -> String {
+    std::env::var("MISSIVE_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".to_owned())
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+pub fn redis_url() -> String {
+    std::env::var("MISSIVE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+pub fn kafka_brokers() -> String {
+    std::env::var("MISSIVE_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
+}
+
+impl Dev {
+    /// Starts `missive dev` and waits for the line with its URL.
+    pub fn start(mut cmd: Command) -> Dev {
+        let mut child = cmd.arg("dev").stdout(Stdio::piped()).spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        // Log lines may come first; the URL line is the one with http://.
+        let line = loop {
+            let line = lines.next().expect("missive dev prints its URL").unwrap();
+            if line.contains("http://") && !line.starts_with('{') {
+                break line;
+            }
+            eprintln!("[missive dev] {line}");
+        };
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .unwrap_or_else(|| panic!("no URL in {line:?}"))
+            .to_owned();
+        // The server's log becomes part of the test's captured output.
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                eprintln!("[missive dev] {line}");
+            }
+        });
+        Dev { child, addr }
+    }
+
+    /// SIGTERM, then expect exit 0.
+    pub fn stop(mut self) {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert_eq!(status.code(), Some(0));
+                return;
+            }
+            assert!(Instant::now() < deadline, "missive dev did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: the process gets no chance to finish anything.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// One request; returns (status, headers, body).
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        cookie: Option<&str>,
+        json: Option<&str>,
+    ) -> Response {
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+        if let Some(cookie) = cookie {
+            req.push_str(&format!("Cookie: {cookie}\r\n"));
+        }
+        if let Some(body) = json {
+            req.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ));
+        } else {
+            req.push_str("\r\n");
+        }
+        let mut stream = TcpStream::connect(&self.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        stream.write_all(req.as_bytes()).unwrap();
+        let mut raw = String::new();
+        stream.read_to_string(&mut raw).unwrap();
+        Response::parse(&raw)
+    }
+
+    /// Signs up and returns the cookie.
+    pub fn signup(&self, name: &str) -> String {
+        let res = self.request(
+            "POST",
+            "/api/auth/signup",
+            None,
+            Some(&format!(r#"{{"username":"{name}","password":"12345678"}}"#)),
+        );
+        assert_eq!(res.status, 201, "{}", res.body);
+        res.cookie().unwrap()
+    }
+
+    /// Texts of the user's messages, newest first (up to 100).
+    pub fn texts(&self, cookie: &str) -> Vec<String> {
+        let res = self.request("GET", "/api/messages?limit=100", Some(cookie), None);
+        assert_eq!(res.status, 200, "{}", res.body);
+        res.json()["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["text"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// Activity types of the user, newest first.
+    pub fn activity(&self, cookie: &str) -> Vec<String> {
+        let res = self.request("GET", "/api/activity", Some(cookie), None);
+        res.json()["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["type"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+/// A parsed HTTP/1.1 response.
+pub struct Response {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+impl Response {
+    fn parse(raw: &str) -> Self {
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((raw, ""));
+        Response {
+            status: head[9..12].parse().unwrap(),
+            head: head.to_owned(),
+            body: body.to_owned(),
+        }
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|_| panic!("not JSON: {}", self.body))
+    }
+
+    pub fn cookie(&self) -> Option<String> {
+        self.head
+            .lines()
+            .find_map(|l| l.strip_prefix("set-cookie: "))
+            .and_then(|v| v.split(';').next())
+            .map(str::to_owned)
+    }
+}
+
+/// Waits until `check` holds, polling, or panics with `what`.
+pub fn eventually(within: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn mariadb(sql: &str) -> String {
+    let out = Command::new("mariadb")
+        .args(["-h", "127.0.0.1", "-u", "root", "-N", "-e", sql])
+        .output()
+        .expect("the mariadb client is installed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+pub fn drop_database(name: &str) {
+    mariadb(&format!("DROP DATABASE IF EXISTS `{name}`"));
+}
