@@ -60,19 +60,22 @@ enum Outcome {
 }
 
 /// Consumes `sink.topic` until `shutdown`, delivering each record to `sink.router`.
+/// Partitions are worked on concurrently, each strictly in order.
 pub async fn run(
     sink: Sink,
     delivery: Arc<Delivery>,
     dlq: Arc<KafkaPublisher>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &delivery.brokers)
-        .set("group.id", &sink.group)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .context("creating the Kafka consumer")?;
+    let consumer: Arc<StreamConsumer> = Arc::new(
+        ClientConfig::new()
+            .set("bootstrap.servers", &delivery.brokers)
+            .set("group.id", &sink.group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .context("creating the Kafka consumer")?,
+    );
     // Every partition is assigned to this one consumer, from the group's committed
     // offsets. missive dev runs one dispatcher per sink, so there is nothing to balance,
     // and a restart after a crash resumes at once instead of waiting for the dead
@@ -80,88 +83,134 @@ pub async fn run(
     let metadata = consumer
         .fetch_metadata(Some(&sink.topic), Duration::from_secs(10))
         .with_context(|| format!("reading the partitions of {}", sink.topic))?;
-    let mut assignment = TopicPartitionList::new();
-    for topic in metadata.topics() {
-        for partition in topic.partitions() {
-            assignment.add_partition_offset(&sink.topic, partition.id(), Offset::Stored)?;
-        }
-    }
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
     anyhow::ensure!(
-        assignment.count() > 0,
+        !partitions.is_empty(),
         "topic {} has no partitions",
         sink.topic
     );
+    let sink = Arc::new(sink);
+    let mut workers = tokio::task::JoinSet::new();
+    let mut assignment = TopicPartitionList::new();
+    for &partition in &partitions {
+        // Each partition gets its own queue (split before assigning, so no record lands
+        // on the main queue) and its own worker.
+        let queue = consumer
+            .split_partition_queue(&sink.topic, partition)
+            .with_context(|| format!("splitting partition {partition}"))?;
+        assignment.add_partition_offset(&sink.topic, partition, Offset::Stored)?;
+        let (consumer, sink, delivery, dlq, shutdown) = (
+            consumer.clone(),
+            sink.clone(),
+            delivery.clone(),
+            dlq.clone(),
+            shutdown.clone(),
+        );
+        workers.spawn(async move {
+            loop {
+                let record = tokio::select! {
+                    record = queue.recv() => record,
+                    () = shutdown.cancelled() => break,
+                };
+                match record {
+                    Ok(record) => {
+                        if !handle(&sink, &record, &delivery, &dlq, &shutdown).await {
+                            break;
+                        }
+                        // The outcome is final: only now may the group move past it.
+                        if let Err(err) = consumer.commit_message(&record, CommitMode::Async) {
+                            tracing::warn!(sink = sink.name, error = %err, "offset commit failed; the record may be redelivered");
+                        }
+                    }
+                    Err(err) => {
+                        tracing::warn!(sink = sink.name, error = %err, "consuming failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        });
+    }
     consumer
         .assign(&assignment)
         .with_context(|| format!("consuming {}", sink.topic))?;
-    tracing::info!(sink = sink.name, topic = %sink.topic, group = %sink.group, "dispatching");
+    tracing::info!(sink = sink.name, topic = %sink.topic, group = %sink.group, partitions = partitions.len(), "dispatching");
+    // The main queue carries no records now, but polling it runs the consumer's
+    // callbacks and surfaces errors.
     loop {
-        let record = tokio::select! {
-            record = consumer.recv() => record,
-            () = shutdown.cancelled() => break,
-        };
-        let record = match record {
-            Ok(record) => record,
-            Err(err) => {
-                tracing::warn!(sink = sink.name, error = %err, "consuming failed; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-        };
-        let (event, outcome) = match kafka::from_record(&record) {
-            Ok(event) => {
-                let outcome = deliver(&sink.router, &event, &delivery, &shutdown).await;
-                (event, outcome)
-            }
-            // Not even a CloudEvent: nothing to deliver; keep it, with why, in the DLQ.
-            Err(why) => {
-                let event = CloudEvent {
-                    id: format!(
-                        "partition:{}/offset:{}",
-                        record.partition(),
-                        record.offset()
-                    ),
-                    source: format!("/kafka/{}", record.topic()),
-                    ty: kafka::KAFKA_EVENT_TYPE.to_owned(),
-                    subject: None,
-                    time: None,
-                    data: serde_json::Value::String(
-                        String::from_utf8_lossy(record.payload().unwrap_or_default()).into_owned(),
-                    ),
-                    extensions: Default::default(),
-                };
-                (
-                    event,
-                    Outcome::Failed {
-                        code: 400,
-                        data: why,
-                    },
-                )
-            }
-        };
-        match outcome {
-            Outcome::Delivered => {}
-            Outcome::Interrupted => break,
-            Outcome::Failed { code, data } => {
-                tracing::warn!(sink = sink.name, event.id = %event.id, code, "dead-lettering event");
-                if !dead_letter(&dlq, &delivery, sink.name, event, code, data, &shutdown).await {
-                    break;
+        tokio::select! {
+            result = consumer.recv() => {
+                if let Err(err) = result {
+                    tracing::debug!(sink = sink.name, error = %err, "consumer");
                 }
             }
-        }
-        tracing::debug!(
-            sink = sink.name,
-            partition = record.partition(),
-            offset = record.offset(),
-            "record done"
-        );
-        // The outcome is final: only now may the group move past this record.
-        if let Err(err) = consumer.commit_message(&record, CommitMode::Async) {
-            tracing::warn!(sink = sink.name, error = %err, "offset commit failed; the record may be redelivered");
+            () = shutdown.cancelled() => break,
         }
     }
+    while workers.join_next().await.is_some() {}
     tracing::info!(sink = sink.name, "dispatcher stopped");
     Ok(())
+}
+
+/// Delivers one record and settles its outcome (dead-lettering it if it failed). `false`
+/// when shutdown interrupted it: the record must not be committed.
+async fn handle<M: Message>(
+    sink: &Sink,
+    record: &M,
+    delivery: &Delivery,
+    dlq: &KafkaPublisher,
+    shutdown: &CancellationToken,
+) -> bool {
+    let (event, outcome) = match kafka::from_record(record) {
+        Ok(event) => {
+            let outcome = deliver(&sink.router, &event, delivery, shutdown).await;
+            (event, outcome)
+        }
+        // Not even a CloudEvent: nothing to deliver; keep it, with why, in the DLQ.
+        Err(why) => {
+            let event = CloudEvent {
+                id: format!(
+                    "partition:{}/offset:{}",
+                    record.partition(),
+                    record.offset()
+                ),
+                source: format!("/kafka/{}", record.topic()),
+                ty: kafka::KAFKA_EVENT_TYPE.to_owned(),
+                subject: None,
+                time: None,
+                data: serde_json::Value::String(
+                    String::from_utf8_lossy(record.payload().unwrap_or_default()).into_owned(),
+                ),
+                extensions: Default::default(),
+            };
+            (
+                event,
+                Outcome::Failed {
+                    code: 400,
+                    data: why,
+                },
+            )
+        }
+    };
+    let settled = match outcome {
+        Outcome::Delivered => true,
+        Outcome::Interrupted => false,
+        Outcome::Failed { code, data } => {
+            tracing::warn!(sink = sink.name, event.id = %event.id, code, "dead-lettering event");
+            dead_letter(dlq, delivery, sink.name, event, code, data, shutdown).await
+        }
+    };
+    tracing::debug!(
+        sink = sink.name,
+        partition = record.partition(),
+        offset = record.offset(),
+        settled,
+        "record done"
+    );
+    settled
 }
 
 async fn deliver(

@@ -1423,13 +1423,25 @@ api_test!(submitted_messages_are_stored_once, |b| async move {
         texts(&body),
         ["plain record", "structured 안녕", "from a producer"]
     );
-    let created = app
-        .activity_types(&cookie)
-        .await
-        .into_iter()
-        .filter(|t| t == "message.created")
-        .count();
-    assert_eq!(created, 3, "one message.created per stored message");
+    // message-ingest publishes in the background: wait for the feed to catch up.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let created = app
+            .activity_types(&cookie)
+            .await
+            .into_iter()
+            .filter(|t| t == "message.created")
+            .count();
+        if created == 3 {
+            break;
+        }
+        assert!(created < 3, "one message.created per stored message");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "feed has {created} of 3"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     app.stop().await;
 });
 

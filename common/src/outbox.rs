@@ -74,6 +74,21 @@ impl Outbox {
         }
     }
 
+    /// Like [`Outbox::publish`] without waiting at all, for callers whose answer does
+    /// not depend on the event being out: an event function that has committed its work
+    /// should take the next event, not wait for a broker round trip.
+    pub fn publish_in_background(&self, entries: Vec<OutboxEntry>) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            if let Err(err) = this.publish_now(entries).await {
+                tracing::warn!(
+                    error = format!("{err:#}"),
+                    "event left in the outbox for the relay"
+                );
+            }
+        });
+    }
+
     async fn publish_now(&self, entries: Vec<OutboxEntry>) -> anyhow::Result<()> {
         for entry in entries {
             // Stop at the first failure: later events must not overtake an earlier one.

@@ -67,7 +67,7 @@ async fn ingest(State(state): State<AppState>, event: CloudEvent) -> Result<Stat
         {
             Ingested::Created(written) => {
                 let (_message, entry) = *written;
-                state.outbox.publish(vec![entry]).await;
+                state.outbox.publish_in_background(vec![entry]);
             }
             Ingested::Duplicate => {
                 tracing::debug!(event.id = %event.id, "duplicate submission ignored");
