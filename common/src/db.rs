@@ -476,15 +476,10 @@ impl Db {
         if !outbox::claim_event(&mut tx, source, event_id).await? {
             return Ok(Ingested::Duplicate);
         }
-        let user = sqlx::query("SELECT id FROM users WHERE username = ?")
-            .bind(username.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(user) = user else {
+        let Some(message) = insert_message_by_name(&mut tx, username, text, now_millis()).await?
+        else {
             return Ok(Ingested::UnknownUser);
         };
-        let user = UserId(user.try_get(0)?);
-        let message = insert_message(&mut tx, user, text, now_millis()).await?;
         let entry = outbox::insert(&mut tx, event(&message)).await?;
         tx.commit().await?;
         Ok(Ingested::Created(Box::new((message, entry))))
@@ -541,26 +536,64 @@ async fn insert_message(
     .fetch_one(&mut *conn)
     .await?;
     let id = MessageId::from_row(row.try_get(0)?);
+    insert_tokens(conn, user, id, text).await?;
+    Ok(new_message(id, text, now))
+}
+
+/// Like [`insert_message`] for a user known by name, in one statement: `None` when there
+/// is no such user (and nothing was written).
+async fn insert_message_by_name(
+    conn: &mut sqlx::AnyConnection,
+    username: &Username,
+    text: &MessageText,
+    now: i64,
+) -> sqlx::Result<Option<Message>> {
+    let row = sqlx::query(
+        "INSERT INTO messages (user_id, text, created_at) \
+         SELECT id, ?, ? FROM users WHERE username = ? RETURNING id, user_id",
+    )
+    .bind(text.as_str())
+    .bind(now)
+    .bind(username.as_str())
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let id = MessageId::from_row(row.try_get(0)?);
+    insert_tokens(conn, UserId(row.try_get(1)?), id, text).await?;
+    Ok(Some(new_message(id, text, now)))
+}
+
+async fn insert_tokens(
+    conn: &mut sqlx::AnyConnection,
+    user: UserId,
+    id: MessageId,
+    text: &MessageText,
+) -> sqlx::Result<()> {
     let mut tokens = crate::domain::search_tokens(text.as_str());
     tokens.sort();
     tokens.dedup();
-    if !tokens.is_empty() {
-        let sql = format!(
-            "INSERT INTO message_tokens (user_id, token, message_id) VALUES {}",
-            vec!["(?, ?, ?)"; tokens.len()].join(", ")
-        );
-        // Safe: the SQL repeats a fixed placeholder group; the tokens are bound.
-        let mut insert = sqlx::query(AssertSqlSafe(sql));
-        for token in &tokens {
-            insert = insert.bind(user.0).bind(token.as_str()).bind(id.get());
-        }
-        insert.execute(&mut *conn).await?;
+    if tokens.is_empty() {
+        return Ok(());
     }
-    Ok(Message {
+    let sql = format!(
+        "INSERT INTO message_tokens (user_id, token, message_id) VALUES {}",
+        vec!["(?, ?, ?)"; tokens.len()].join(", ")
+    );
+    // Safe: the SQL repeats a fixed placeholder group; the tokens are bound.
+    let mut insert = sqlx::query(AssertSqlSafe(sql));
+    for token in &tokens {
+        insert = insert.bind(user.0).bind(token.as_str()).bind(id.get());
+    }
+    insert.execute(&mut *conn).await?;
+    Ok(())
+}
+
+fn new_message(id: MessageId, text: &MessageText, now: i64) -> Message {
+    Message {
         id: id.to_string(),
         text: text.as_str().to_owned(),
         created_at: rfc3339_millis(now),
-    })
+    }
 }
 
 fn message_from_row(row: &sqlx::any::AnyRow) -> sqlx::Result<Message> {
