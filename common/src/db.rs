@@ -273,7 +273,7 @@ impl Db {
             Err(err) if is_unique_violation(&err) => return Ok(None),
             Err(err) => return Err(err.into()),
         };
-        let entry = outbox::insert(&mut tx, event).await?;
+        let entry = outbox::insert_one(&mut tx, event).await?;
         tx.commit().await?;
         Ok(Some((id, entry)))
     }
@@ -345,7 +345,7 @@ impl Db {
                 Err(err) => return Err(err.into()),
             }
             let message = insert_message(&mut tx, user, text, now).await?;
-            let entry = outbox::insert(&mut tx, event(&message)).await?;
+            let entry = outbox::insert_one(&mut tx, event(&message)).await?;
             sqlx::query(
                 "UPDATE idempotency_keys SET response = ? WHERE user_id = ? AND idem_key = ?",
             )
@@ -457,7 +457,7 @@ impl Db {
         if done.rows_affected() == 0 {
             return Ok(None);
         }
-        let entry = outbox::insert(&mut tx, event).await?;
+        let entry = outbox::insert_one(&mut tx, event).await?;
         tx.commit().await?;
         Ok(Some(entry))
     }
@@ -480,7 +480,7 @@ impl Db {
         else {
             return Ok(Ingested::UnknownUser);
         };
-        let entry = outbox::insert(&mut tx, event(&message)).await?;
+        let entry = outbox::insert_one(&mut tx, event(&message)).await?;
         tx.commit().await?;
         Ok(Ingested::Created(Box::new((message, entry))))
     }
@@ -527,6 +527,18 @@ async fn insert_message(
     text: &MessageText,
     now: i64,
 ) -> sqlx::Result<Message> {
+    let id = insert_message_row(conn, user, text, now).await?;
+    insert_tokens(conn, &[(user, id, text)]).await?;
+    Ok(new_message(id, text, now))
+}
+
+/// Inserts the message row only; its tokens are the caller's to insert.
+async fn insert_message_row(
+    conn: &mut sqlx::AnyConnection,
+    user: UserId,
+    text: &MessageText,
+    now: i64,
+) -> sqlx::Result<MessageId> {
     let row = sqlx::query(
         "INSERT INTO messages (user_id, text, created_at) VALUES (?, ?, ?) RETURNING id",
     )
@@ -535,9 +547,7 @@ async fn insert_message(
     .bind(now)
     .fetch_one(&mut *conn)
     .await?;
-    let id = MessageId::from_row(row.try_get(0)?);
-    insert_tokens(conn, user, id, text).await?;
-    Ok(new_message(id, text, now))
+    Ok(MessageId::from_row(row.try_get(0)?))
 }
 
 /// Like [`insert_message`] for a user known by name, in one statement: `None` when there
@@ -559,32 +569,36 @@ async fn insert_message_by_name(
     .await?;
     let Some(row) = row else { return Ok(None) };
     let id = MessageId::from_row(row.try_get(0)?);
-    insert_tokens(conn, UserId(row.try_get(1)?), id, text).await?;
+    insert_tokens(conn, &[(UserId(row.try_get(1)?), id, text)]).await?;
     Ok(Some(new_message(id, text, now)))
 }
 
+/// Inserts the search tokens of several messages with as few statements as the
+/// parameter limit allows (one, for a normal batch).
 async fn insert_tokens(
     conn: &mut sqlx::AnyConnection,
-    user: UserId,
-    id: MessageId,
-    text: &MessageText,
+    messages: &[(UserId, MessageId, &MessageText)],
 ) -> sqlx::Result<()> {
-    let mut tokens = crate::domain::search_tokens(text.as_str());
-    tokens.sort();
-    tokens.dedup();
-    if tokens.is_empty() {
-        return Ok(());
+    let mut rows = Vec::new();
+    for (user, id, text) in messages {
+        let mut tokens = crate::domain::search_tokens(text.as_str());
+        tokens.sort();
+        tokens.dedup();
+        rows.extend(tokens.into_iter().map(|token| (*user, token, *id)));
     }
-    let sql = format!(
-        "INSERT INTO message_tokens (user_id, token, message_id) VALUES {}",
-        vec!["(?, ?, ?)"; tokens.len()].join(", ")
-    );
-    // Safe: the SQL repeats a fixed placeholder group; the tokens are bound.
-    let mut insert = sqlx::query(AssertSqlSafe(sql));
-    for token in &tokens {
-        insert = insert.bind(user.0).bind(token.as_str()).bind(id.get());
+    // SQLite allows 32,766 bind parameters per statement; three per row.
+    for chunk in rows.chunks(10_000) {
+        let sql = format!(
+            "INSERT INTO message_tokens (user_id, token, message_id) VALUES {}",
+            vec!["(?, ?, ?)"; chunk.len()].join(", ")
+        );
+        // Safe: the SQL repeats a fixed placeholder group; the tokens are bound.
+        let mut insert = sqlx::query(AssertSqlSafe(sql));
+        for (user, token, id) in chunk {
+            insert = insert.bind(user.0).bind(token.as_str()).bind(id.get());
+        }
+        insert.execute(&mut *conn).await?;
     }
-    insert.execute(&mut *conn).await?;
     Ok(())
 }
 

@@ -37,7 +37,7 @@ pub struct RelayReport {
 pub struct Outbox {
     db: Db,
     transport: Arc<dyn EventPublisher>,
-    marker: Arc<OnceLock<mpsc::Sender<i64>>>,
+    marker: Arc<OnceLock<mpsc::Sender<String>>>,
 }
 
 impl Outbox {
@@ -93,7 +93,7 @@ impl Outbox {
         for entry in entries {
             // Stop at the first failure: later events must not overtake an earlier one.
             self.transport.publish(&entry.event).await?;
-            self.mark_sent_later(entry.id);
+            self.mark_sent_later(entry.event.id);
         }
         Ok(())
     }
@@ -101,9 +101,9 @@ impl Outbox {
     /// Queues `id` to be marked sent; marks are written in batches by one task, so a
     /// burst of requests costs one UPDATE, not one each. A lost mark only means the relay
     /// publishes the event again, which consumers ignore.
-    fn mark_sent_later(&self, id: i64) {
+    fn mark_sent_later(&self, id: String) {
         let marker = self.marker.get_or_init(|| {
-            let (tx, mut rx) = mpsc::channel::<i64>(4096);
+            let (tx, mut rx) = mpsc::channel::<String>(4096);
             let db = self.db.clone();
             tokio::spawn(async move {
                 let mut ids = Vec::with_capacity(256);
@@ -117,7 +117,7 @@ impl Outbox {
             tx
         });
         if marker.try_send(id).is_err() {
-            tracing::debug!(id, "mark queue full; the relay will republish this event");
+            tracing::debug!("mark queue full; the relay will republish an event");
         }
     }
 
@@ -147,7 +147,7 @@ impl Outbox {
                 let mut failed = None;
                 for row in &rows {
                     match self.transport.publish(&row.event).await {
-                        Ok(()) => sent.push(row.id),
+                        Ok(()) => sent.push(row.event.id.clone()),
                         Err(err) => {
                             failed = Some(err);
                             break;

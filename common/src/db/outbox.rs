@@ -5,29 +5,53 @@ use sqlx::{AnyConnection, AssertSqlSafe, Row};
 use super::{Db, now_millis};
 use crate::events::CloudEvent;
 
-/// An event written to the outbox, not yet known to be published.
+/// An event written to the outbox, not yet known to be published. Rows are marked sent
+/// by the event's id.
 #[derive(Debug, Clone)]
 pub struct OutboxEntry {
-    /// Row id; publishing follows id order.
-    pub id: i64,
     /// The event.
     pub event: CloudEvent,
 }
 
-/// Writes `event` to the outbox on `conn`, inside the caller's transaction.
+/// Largest number of bind parameters in one statement (SQLite allows 32,766).
+const MAX_PARAMS: usize = 30_000;
+
+/// Writes `events` to the outbox on `conn`, inside the caller's transaction, with as few
+/// statements as the parameter limit allows.
 pub(crate) async fn insert(
+    conn: &mut AnyConnection,
+    events: Vec<CloudEvent>,
+) -> anyhow::Result<Vec<OutboxEntry>> {
+    let now = now_millis();
+    let rows = events
+        .iter()
+        .map(|event| Ok((event.id.clone(), serde_json::to_string(event)?)))
+        .collect::<anyhow::Result<Vec<(String, String)>>>()?;
+    for chunk in rows.chunks(MAX_PARAMS / 3) {
+        let sql = format!(
+            "INSERT INTO outbox (event_id, event, created_at) VALUES {}",
+            vec!["(?, ?, ?)"; chunk.len()].join(", ")
+        );
+        // Safe: a fixed placeholder group repeated; the values are bound.
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for (id, json) in chunk {
+            query = query.bind(id.as_str()).bind(json.as_str()).bind(now);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(events
+        .into_iter()
+        .map(|event| OutboxEntry { event })
+        .collect())
+}
+
+/// Writes one event to the outbox on `conn`.
+pub(crate) async fn insert_one(
     conn: &mut AnyConnection,
     event: CloudEvent,
 ) -> anyhow::Result<OutboxEntry> {
-    let row = sqlx::query("INSERT INTO outbox (event, created_at) VALUES (?, ?) RETURNING id")
-        .bind(serde_json::to_string(&event)?)
-        .bind(now_millis())
-        .fetch_one(&mut *conn)
-        .await?;
-    Ok(OutboxEntry {
-        id: row.try_get(0)?,
-        event,
-    })
+    let mut entries = insert(conn, vec![event]).await?;
+    Ok(entries.remove(0))
 }
 
 /// Records that `source`+`id` was applied; `false` if it was before (a redelivery).
@@ -56,24 +80,23 @@ impl Db {
     /// change is not in the database (a login lives in the session store).
     pub async fn outbox_alone(&self, event: CloudEvent) -> anyhow::Result<OutboxEntry> {
         let mut conn = self.writer.acquire().await?;
-        insert(&mut conn, event).await
+        insert_one(&mut conn, event).await
     }
 
-    /// Marks rows as published.
-    pub async fn mark_sent(&self, ids: &[i64]) -> sqlx::Result<()> {
-        if ids.is_empty() {
-            return Ok(());
+    /// Marks the rows of these event ids as published.
+    pub async fn mark_sent(&self, event_ids: &[String]) -> sqlx::Result<()> {
+        for chunk in event_ids.chunks(MAX_PARAMS) {
+            let sql = format!(
+                "UPDATE outbox SET sent_at = ? WHERE event_id IN ({})",
+                vec!["?"; chunk.len()].join(", ")
+            );
+            // Safe: a fixed placeholder list; the ids are bound.
+            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(now_millis());
+            for id in chunk {
+                query = query.bind(id.as_str());
+            }
+            query.execute(&self.writer).await?;
         }
-        let sql = format!(
-            "UPDATE outbox SET sent_at = ? WHERE id IN ({})",
-            vec!["?"; ids.len()].join(", ")
-        );
-        // Safe: a fixed placeholder list; the ids are bound.
-        let mut query = sqlx::query(AssertSqlSafe(sql)).bind(now_millis());
-        for id in ids {
-            query = query.bind(*id);
-        }
-        query.execute(&self.writer).await?;
         Ok(())
     }
 
@@ -105,7 +128,7 @@ impl Db {
     /// Unsent rows created before `before_ms`, oldest first.
     pub async fn unsent(&self, before_ms: i64, limit: i64) -> anyhow::Result<Vec<OutboxEntry>> {
         let rows = sqlx::query(
-            "SELECT id, event FROM outbox WHERE sent_at IS NULL AND created_at < ? \
+            "SELECT event FROM outbox WHERE sent_at IS NULL AND created_at < ? \
              ORDER BY id LIMIT ?",
         )
         .bind(before_ms)
@@ -114,9 +137,8 @@ impl Db {
         .await?;
         rows.iter()
             .map(|row| {
-                let event: String = row.try_get(1)?;
+                let event: String = row.try_get(0)?;
                 Ok(OutboxEntry {
-                    id: row.try_get(0)?,
                     event: serde_json::from_str(&event)?,
                 })
             })
