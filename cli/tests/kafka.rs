@@ -408,3 +408,62 @@ fn events_posted_while_the_broker_is_unreachable_arrive_once_it_is_back() {
         .env("KAFKA_PORT", broker_port.to_string())
         .status();
 }
+
+#[test]
+fn missive_publish_submits_messages_to_kafka_and_over_http() {
+    let setup = Setup::new("publish");
+    let dev = Dev::start(setup.command());
+    let cookie = dev.signup("dana");
+    let publish = |args: &[&str], stdin: Option<&str>| {
+        let mut cmd = dev::missive();
+        cmd.arg("publish")
+            .args(args)
+            .env("KAFKA_BROKERS", dev::kafka_brokers())
+            .env("KAFKA_INBOX_TOPIC", setup.topic("inbox"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.unwrap_or_default().as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    publish(&["--user", "dana", "--text", "one from the CLI"], None);
+    publish(
+        &["--file", "-"],
+        Some(
+            "{\"username\":\"dana\",\"text\":\"line one\"}\n{\"username\":\"dana\",\"text\":\"line two\"}\n",
+        ),
+    );
+    let url = format!("http://{}/_events/message-ingest", dev.addr);
+    publish(
+        &["--user", "dana", "--text", "over HTTP", "--http", &url],
+        None,
+    );
+    eventually(Duration::from_secs(15), "four messages", || {
+        dev.texts(&cookie).len() >= 4
+    });
+    let mut texts = dev.texts(&cookie);
+    texts.sort();
+    assert_eq!(
+        texts,
+        ["line one", "line two", "one from the CLI", "over HTTP"]
+    );
+    // Bad input is refused before anything is sent.
+    let out = dev::missive()
+        .args(["publish", "--user", "dana"])
+        .env("KAFKA_BROKERS", dev::kafka_brokers())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    dev.stop();
+}
