@@ -16,7 +16,7 @@ import time
 FUNCTIONS = [
     "auth-signup", "auth-login", "auth-logout", "auth-me", "message-create",
     "message-list", "message-get", "message-search", "message-delete",
-    "activity-list", "activity-stream", "activity-record",
+    "activity-list", "activity-stream", "activity-record", "message-ingest", "outbox-relay",
 ]
 
 ENV = {
