@@ -10,7 +10,7 @@ mod dev;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use dev::{Dev, eventually};
@@ -59,27 +59,9 @@ impl Drop for Setup {
 
 fn kafka_client(args: &[&str], stdin: Option<&str>) -> String {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/kafka_client.py");
-    let mut child = Command::new("python3")
-        .arg(script)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 runs");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.unwrap_or_default().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "kafka_client {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    let mut cmd = Command::new("python3");
+    cmd.arg(script).args(args);
+    dev::run_with_stdin(cmd, stdin)
 }
 
 fn produce(topic: &str, records: &[Value]) {
@@ -419,23 +401,8 @@ fn missive_publish_submits_messages_to_kafka_and_over_http() {
         cmd.arg("publish")
             .args(args)
             .env("KAFKA_BROKERS", dev::kafka_brokers())
-            .env("KAFKA_INBOX_TOPIC", setup.topic("inbox"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.unwrap_or_default().as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            .env("KAFKA_INBOX_TOPIC", setup.topic("inbox"));
+        dev::run_with_stdin(cmd, stdin);
     };
     publish(&["--user", "dana", "--text", "one from the CLI"], None);
     publish(
