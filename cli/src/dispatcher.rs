@@ -20,13 +20,17 @@ use anyhow::Context;
 use axum::Router;
 use http_body_util::BodyExt;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Message;
+use rdkafka::message::{Headers as _, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use common::events::CloudEvent;
 use common::kafka::{self, KafkaPublisher};
+use common::telemetry;
+use opentelemetry::KeyValue;
+use tracing::Instrument as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 /// Where records of one topic go.
 pub struct Sink {
@@ -127,7 +131,11 @@ pub async fn run(
                 };
                 match record {
                     Ok(record) => {
-                        if !handle(&sink, &record, &delivery, &dlq, &shutdown).await {
+                        let span = process_span(&sink, &record);
+                        let settled = handle(&sink, &record, &delivery, &dlq, &shutdown)
+                            .instrument(span)
+                            .await;
+                        if !settled {
                             break;
                         }
                         // The outcome is final: only now may the group move past it.
@@ -164,6 +172,39 @@ pub async fn run(
     Ok(())
 }
 
+/// The consumer span of one record (OpenTelemetry messaging conventions), continuing the
+/// producer's trace from the record's `traceparent` (or `ce_traceparent`) header.
+fn process_span<M: Message>(sink: &Sink, record: &M) -> tracing::Span {
+    let span = tracing::info_span!(
+        "kafka process",
+        otel.name = format!("process {}", record.topic()),
+        otel.kind = "consumer",
+        messaging.system = "kafka",
+        messaging.destination.name = record.topic(),
+        messaging.operation.name = "process",
+        messaging.operation.r#type = "process",
+        messaging.consumer.group.name = %sink.group,
+        messaging.destination.partition.id = record.partition().to_string(),
+        messaging.kafka.offset = record.offset(),
+        missive.sink = sink.name,
+    );
+    let traceparent = record.headers().and_then(|headers| {
+        let find = |name: &str| {
+            headers
+                .iter()
+                .find(|h| h.key.eq_ignore_ascii_case(name))
+                .and_then(|h| h.value)
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .map(str::to_owned)
+        };
+        find("traceparent").or_else(|| find("ce_traceparent"))
+    });
+    if let Some(traceparent) = traceparent.filter(|t| common::events::valid_traceparent(t)) {
+        let _ = span.set_parent(telemetry::context_from_traceparent(&traceparent));
+    }
+    span
+}
+
 /// Delivers one record and settles its outcome (dead-lettering it if it failed). `false`
 /// when shutdown interrupted it: the record must not be committed.
 async fn handle<M: Message>(
@@ -175,7 +216,7 @@ async fn handle<M: Message>(
 ) -> bool {
     let (event, outcome) = match kafka::from_record(record) {
         Ok(event) => {
-            let outcome = deliver(&sink.router, &event, delivery, shutdown).await;
+            let outcome = deliver(sink, &event, delivery, shutdown).await;
             (event, outcome)
         }
         // Not even a CloudEvent: nothing to deliver; keep it, with why, in the DLQ.
@@ -204,12 +245,21 @@ async fn handle<M: Message>(
             )
         }
     };
+    let metrics = telemetry::metrics::get();
+    let sink_attr = [KeyValue::new("missive.sink", sink.name)];
     let settled = match outcome {
-        Outcome::Delivered => true,
+        Outcome::Delivered => {
+            metrics.events_consumed.add(1, &sink_attr);
+            true
+        }
         Outcome::Interrupted => false,
         Outcome::Failed { code, data } => {
             tracing::warn!(sink = sink.name, event.id = %event.id, code, "dead-lettering event");
-            dead_letter(dlq, delivery, sink.name, event, code, data, shutdown).await
+            let done = dead_letter(dlq, delivery, sink.name, event, code, data, shutdown).await;
+            if done {
+                metrics.events_dead_lettered.add(1, &sink_attr);
+            }
+            done
         }
     };
     tracing::debug!(
@@ -223,7 +273,7 @@ async fn handle<M: Message>(
 }
 
 async fn deliver(
-    router: &Router,
+    sink: &Sink,
     event: &CloudEvent,
     delivery: &Delivery,
     shutdown: &CancellationToken,
@@ -232,7 +282,14 @@ async fn deliver(
     let mut last = Outcome::Interrupted;
     for attempt in 1..=delivery.max_attempts {
         let request = match event.to_http_request("/") {
-            Ok(request) => request,
+            Ok(mut request) => {
+                // Like KafkaSource: the call to the sink continues the consumer's span.
+                telemetry::inject_headers(
+                    &tracing::Span::current().context(),
+                    request.headers_mut(),
+                );
+                request
+            }
             Err(err) => {
                 return Outcome::Failed {
                     code: 400,
@@ -240,7 +297,7 @@ async fn deliver(
                 };
             }
         };
-        let response = match router.clone().oneshot(request).await {
+        let response = match sink.router.clone().oneshot(request).await {
             Ok(response) => response,
             Err(never) => match never {},
         };
@@ -265,6 +322,9 @@ async fn deliver(
             break;
         }
         tracing::debug!(event.id = %event.id, %status, attempt, "retrying delivery");
+        telemetry::metrics::get()
+            .events_retried
+            .add(1, &[KeyValue::new("missive.sink", sink.name)]);
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
             () = shutdown.cancelled() => return Outcome::Interrupted,

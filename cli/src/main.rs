@@ -81,7 +81,7 @@ struct PublishArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    common::telemetry::init(&cli.config.log_level);
+    let telemetry = common::telemetry::init("missive", &cli.config.log_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -99,6 +99,9 @@ fn main() -> ExitCode {
             Command::Publish(args) => publish(cli.config, args).await,
         }
     });
+    // Out of the runtime: flush spans and logs before exiting.
+    drop(runtime);
+    telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -173,18 +176,20 @@ async fn start_dispatchers(
         backoff: Duration::from_millis(dispatch.dispatch_backoff_ms),
     });
     let dlq = Arc::new(KafkaPublisher::new(brokers, &c.kafka_dlq_topic)?);
+    // Each sink gets the layers its Knative service has (HTTP span, limits, timeout), so
+    // a delivery here looks like a delivery there.
     let sinks = [
         Sink {
             name: activity_record::NAME,
             topic: c.kafka_events_topic.clone(),
             group: format!("{}-{}", c.kafka_events_topic, activity_record::NAME),
-            router: activity_record::router(state.clone()),
+            router: common::serve::app(activity_record::router(state.clone()), state.clone()),
         },
         Sink {
             name: message_ingest::NAME,
             topic: c.kafka_inbox_topic.clone(),
             group: format!("{}-{}", c.kafka_inbox_topic, message_ingest::NAME),
-            router: message_ingest::router(state.clone()),
+            router: common::serve::app(message_ingest::router(state.clone()), state.clone()),
         },
     ];
     for sink in sinks {

@@ -13,49 +13,8 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
-use dev::{Dev, eventually};
+use dev::{Dev, Setup, eventually};
 use serde_json::{Value, json};
-
-/// One test's topics, database and key prefix.
-struct Setup {
-    name: String,
-}
-
-impl Setup {
-    fn new(test: &str) -> Self {
-        Self {
-            name: format!("missive_test_k{}_{test}", std::process::id()),
-        }
-    }
-
-    fn topic(&self, which: &str) -> String {
-        format!("{}.{which}", self.name)
-    }
-
-    fn command(&self) -> Command {
-        let mut cmd = dev::missive();
-        cmd.env(
-            "DATABASE_URL",
-            format!("{}/{}", dev::mysql_server(), self.name),
-        )
-        .env("REDIS_URL", dev::redis_url())
-        .env("REDIS_KEY_PREFIX", format!("{}:", self.name))
-        .env("KAFKA_BROKERS", dev::kafka_brokers())
-        .env("KAFKA_EVENTS_TOPIC", self.topic("events"))
-        .env("KAFKA_INBOX_TOPIC", self.topic("inbox"))
-        .env("KAFKA_DLQ_TOPIC", self.topic("dlq"))
-        .env("DISPATCH_BACKOFF_MS", "20")
-        .env("DISPATCH_MAX_ATTEMPTS", "3")
-        .env("LOG_LEVEL", "info,rdkafka=warn");
-        cmd
-    }
-}
-
-impl Drop for Setup {
-    fn drop(&mut self) {
-        dev::drop_database(&self.name);
-    }
-}
 
 fn kafka_client(args: &[&str], stdin: Option<&str>) -> String {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/kafka_client.py");

@@ -7,6 +7,7 @@
 
 mod batch;
 mod outbox;
+mod traced;
 
 pub use outbox::OutboxEntry;
 
@@ -18,8 +19,9 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::{MigrateDatabase, Migration, MigrationType, Migrator};
-use sqlx::{Any, AnyPool, AssertSqlSafe, Connection, Row, SqlSafeStr};
+use sqlx::{Any, AnyPool, Connection, Row, SqlSafeStr};
 use time::OffsetDateTime;
+use traced::{query, query_built};
 use utoipa::ToSchema;
 
 use crate::domain::{Cursor, IdempotencyKey, Limit, MessageId, MessageText, Username};
@@ -160,6 +162,7 @@ impl Db {
     pub fn connect_lazy(url: &str, max_connections: u32) -> anyhow::Result<Self> {
         sqlx::any::install_default_drivers();
         let backend = Backend::from_url(url)?;
+        traced::set_target(backend.system_name(), namespace(url));
         let pool = Self::pool(url, backend, max_connections)?;
         let writer = match backend {
             Backend::Sqlite => Self::pool(url, backend, 1)?,
@@ -258,8 +261,8 @@ impl Db {
         password_hash: &str,
         event: CloudEvent,
     ) -> anyhow::Result<Option<(UserId, OutboxEntry)>> {
-        let mut tx = self.writer.begin().await?;
-        let result = sqlx::query(
+        let mut tx = traced::begin(&self.writer).await?;
+        let result = query(
             "INSERT INTO users (username, password_hash, created_at) VALUES (?, ?, ?) \
              RETURNING id",
         )
@@ -274,15 +277,15 @@ impl Db {
             Err(err) => return Err(err.into()),
         };
         let entry = outbox::insert_one(&mut tx, event).await?;
-        tx.commit().await?;
+        traced::commit(tx).await?;
         Ok(Some((id, entry)))
     }
 
     /// A user's id and password hash.
     pub async fn find_user(&self, username: &Username) -> sqlx::Result<Option<(UserId, String)>> {
-        let row = sqlx::query("SELECT id, password_hash FROM users WHERE username = ?")
+        let row = query("SELECT id, password_hash FROM users WHERE username = ?")
             .bind(username.as_str())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *traced::acquire(&self.pool).await?)
             .await?;
         row.map(|row| Ok((UserId(row.try_get(0)?), row.try_get(1)?)))
             .transpose()
@@ -319,12 +322,12 @@ impl Db {
     ) -> anyhow::Result<Created> {
         // Two attempts: the second runs only after an expired key was cleared.
         for _ in 0..2 {
-            let mut tx = self.writer.begin().await?;
+            let mut tx = traced::begin(&self.writer).await?;
             let now = now_millis();
             // Claim the key first: a concurrent request with the same key blocks on this
             // row (InnoDB) or the write lock (SQLite) until we commit, then fails the
             // primary key and replays our response below.
-            let claimed = sqlx::query(
+            let claimed = query(
                 "INSERT INTO idempotency_keys (user_id, idem_key, response, created_at) \
                  VALUES (?, ?, '', ?)",
             )
@@ -346,15 +349,13 @@ impl Db {
             }
             let message = insert_message(&mut tx, user, text, now).await?;
             let entry = outbox::insert_one(&mut tx, event(&message)).await?;
-            sqlx::query(
-                "UPDATE idempotency_keys SET response = ? WHERE user_id = ? AND idem_key = ?",
-            )
-            .bind(serde_json::to_string(&message)?)
-            .bind(user.0)
-            .bind(key.as_str())
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
+            query("UPDATE idempotency_keys SET response = ? WHERE user_id = ? AND idem_key = ?")
+                .bind(serde_json::to_string(&message)?)
+                .bind(user.0)
+                .bind(key.as_str())
+                .execute(&mut *tx)
+                .await?;
+            traced::commit(tx).await?;
             return Ok(Created::New(message, entry));
         }
         anyhow::bail!("idempotency key kept expiring while being replaced")
@@ -367,24 +368,24 @@ impl Db {
         key: &IdempotencyKey,
         now: i64,
     ) -> anyhow::Result<Option<Message>> {
-        let row = sqlx::query(
+        let row = query(
             "SELECT response, created_at FROM idempotency_keys WHERE user_id = ? AND idem_key = ?",
         )
         .bind(user.0)
         .bind(key.as_str())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *traced::acquire(&self.pool).await?)
         .await?;
         let Some(row) = row else { return Ok(None) };
         let (response, created_at): (String, i64) = (row.try_get(0)?, row.try_get(1)?);
         let window = i64::try_from(IDEMPOTENCY_WINDOW.as_millis()).unwrap_or(i64::MAX);
         if now - created_at >= window {
-            sqlx::query(
+            query(
                 "DELETE FROM idempotency_keys WHERE user_id = ? AND idem_key = ? AND created_at = ?",
             )
             .bind(user.0)
             .bind(key.as_str())
             .bind(created_at)
-            .execute(&self.writer)
+            .execute(&mut *traced::acquire(&self.writer).await?)
             .await?;
             return Ok(None);
         }
@@ -402,14 +403,14 @@ impl Db {
     ) -> sqlx::Result<MessagePage> {
         let before = before.map_or(i64::MAX, |c| c.id().get());
         // One row more than asked tells whether a next page exists.
-        let rows = sqlx::query(
+        let rows = query(
             "SELECT id, text, created_at FROM messages \
              WHERE user_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
         )
         .bind(user.0)
         .bind(before)
         .bind(i64::from(limit.get()) + 1)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *traced::acquire(&self.pool).await?)
         .await?;
         let mut items = rows
             .iter()
@@ -430,10 +431,10 @@ impl Db {
 
     /// One message of this user.
     pub async fn get_message(&self, user: UserId, id: MessageId) -> sqlx::Result<Option<Message>> {
-        sqlx::query("SELECT id, text, created_at FROM messages WHERE user_id = ? AND id = ?")
+        query("SELECT id, text, created_at FROM messages WHERE user_id = ? AND id = ?")
             .bind(user.0)
             .bind(id.get())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *traced::acquire(&self.pool).await?)
             .await?
             .as_ref()
             .map(message_from_row)
@@ -448,8 +449,8 @@ impl Db {
         id: MessageId,
         event: CloudEvent,
     ) -> anyhow::Result<Option<OutboxEntry>> {
-        let mut tx = self.writer.begin().await?;
-        let done = sqlx::query("DELETE FROM messages WHERE user_id = ? AND id = ?")
+        let mut tx = traced::begin(&self.writer).await?;
+        let done = query("DELETE FROM messages WHERE user_id = ? AND id = ?")
             .bind(user.0)
             .bind(id.get())
             .execute(&mut *tx)
@@ -458,7 +459,7 @@ impl Db {
             return Ok(None);
         }
         let entry = outbox::insert_one(&mut tx, event).await?;
-        tx.commit().await?;
+        traced::commit(tx).await?;
         Ok(Some(entry))
     }
 
@@ -472,7 +473,7 @@ impl Db {
         text: &MessageText,
         event: EventFor,
     ) -> anyhow::Result<Ingested> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = traced::begin(&self.writer).await?;
         if !outbox::claim_event(&mut tx, source, event_id).await? {
             return Ok(Ingested::Duplicate);
         }
@@ -481,7 +482,7 @@ impl Db {
             return Ok(Ingested::UnknownUser);
         };
         let entry = outbox::insert_one(&mut tx, event(&message)).await?;
-        tx.commit().await?;
+        traced::commit(tx).await?;
         Ok(Ingested::Created(Box::new((message, entry))))
     }
 
@@ -504,7 +505,7 @@ impl Db {
             per_word.repeat(words.len())
         );
         // Safe: the SQL repeats a fixed fragment once per word; the words are bound.
-        let mut query = sqlx::query(AssertSqlSafe(sql)).bind(user.0);
+        let mut query = query_built(sql).bind(user.0);
         for word in words {
             // Every token that starts with `word` sorts below `word` + the last code point.
             query = query
@@ -514,7 +515,7 @@ impl Db {
         }
         let rows = query
             .bind(i64::from(limit.get()))
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *traced::acquire(&self.pool).await?)
             .await?;
         rows.iter().map(message_from_row).collect()
     }
@@ -539,14 +540,13 @@ async fn insert_message_row(
     text: &MessageText,
     now: i64,
 ) -> sqlx::Result<MessageId> {
-    let row = sqlx::query(
-        "INSERT INTO messages (user_id, text, created_at) VALUES (?, ?, ?) RETURNING id",
-    )
-    .bind(user.0)
-    .bind(text.as_str())
-    .bind(now)
-    .fetch_one(&mut *conn)
-    .await?;
+    let row =
+        query("INSERT INTO messages (user_id, text, created_at) VALUES (?, ?, ?) RETURNING id")
+            .bind(user.0)
+            .bind(text.as_str())
+            .bind(now)
+            .fetch_one(&mut *conn)
+            .await?;
     Ok(MessageId::from_row(row.try_get(0)?))
 }
 
@@ -558,7 +558,7 @@ async fn insert_message_by_name(
     text: &MessageText,
     now: i64,
 ) -> sqlx::Result<Option<Message>> {
-    let row = sqlx::query(
+    let row = query(
         "INSERT INTO messages (user_id, text, created_at) \
          SELECT id, ?, ? FROM users WHERE username = ? RETURNING id, user_id",
     )
@@ -593,7 +593,7 @@ async fn insert_tokens(
             vec!["(?, ?, ?)"; chunk.len()].join(", ")
         );
         // Safe: the SQL repeats a fixed placeholder group; the tokens are bound.
-        let mut insert = sqlx::query(AssertSqlSafe(sql));
+        let mut insert = query_built(sql);
         for (user, token, id) in chunk {
             insert = insert.bind(user.0).bind(token.as_str()).bind(id.get());
         }
@@ -618,6 +618,19 @@ fn message_from_row(row: &sqlx::any::AnyRow) -> sqlx::Result<Message> {
         text: row.try_get(1)?,
         created_at: rfc3339_millis(created_at),
     })
+}
+
+/// `db.namespace`: the database name of a MariaDB URL, the file name of a SQLite one.
+fn namespace(url: &str) -> String {
+    let path = url.split(['?', '#']).next().unwrap_or_default();
+    let name = match path
+        .strip_prefix("mysql://")
+        .or_else(|| path.strip_prefix("mariadb://"))
+    {
+        Some(rest) => rest.split_once('/').map_or("", |(_, db)| db),
+        None => path.rsplit(['/', ':']).next().unwrap_or_default(),
+    };
+    name.to_owned()
 }
 
 /// Whether `err` is a unique or primary key violation.

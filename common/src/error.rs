@@ -150,7 +150,15 @@ impl IntoResponse for ApiError {
                 tracing::error!(error = format!("{cause:#}"), "request failed");
                 "internal error".to_owned()
             }
-            other => other.to_string(),
+            other => {
+                // The client's mistake, not ours: visible when debugging, never noise.
+                tracing::debug!(
+                    status = status.as_u16(),
+                    code = self.code(),
+                    "request refused"
+                );
+                other.to_string()
+            }
         };
         let mut response = error_response(status, self.code(), &message);
         if let Self::TooManyAttempts { retry_after } = self {

@@ -56,12 +56,13 @@ impl CloudEvent {
     /// distributed-tracing extension).
     pub fn new(function: &str, kind: &str, subject: &Username, data: serde_json::Value) -> Self {
         let mut extensions = BTreeMap::new();
-        if let Some(traceparent) = current_traceparent() {
-            extensions.insert(
-                "traceparent".to_owned(),
-                serde_json::Value::String(traceparent),
-            );
-        }
+        // Outside any span (a CLI producer, a test without telemetry) the event starts
+        // its own trace, so every event still carries one.
+        let traceparent = crate::telemetry::current_traceparent().unwrap_or_else(new_traceparent);
+        extensions.insert(
+            "traceparent".to_owned(),
+            serde_json::Value::String(traceparent),
+        );
         Self {
             id: uuid::Uuid::new_v4().to_string(),
             source: format!("/functions/{function}"),
@@ -71,6 +72,39 @@ impl CloudEvent {
             data,
             extensions,
         }
+    }
+
+    /// The span an event function handles this event in, with the CloudEvents semantic
+    /// conventions' attributes. It continues the trace that caused the event: normally
+    /// that is already the HTTP request's trace (Knative and our dispatcher send
+    /// `traceparent`); when it is not (a structured-mode event without the header), the
+    /// span joins the event's trace and links the request's.
+    pub fn handling_span(&self) -> tracing::Span {
+        use opentelemetry::trace::TraceContextExt as _;
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+        let span = tracing::info_span!(
+            "process event",
+            otel.name = format!("process {}", self.ty),
+            otel.kind = "consumer",
+            cloudevents.event_id = %self.id,
+            cloudevents.event_type = %self.ty,
+            cloudevents.event_source = %self.source,
+            cloudevents.event_subject = self.subject.as_deref(),
+            cloudevents.event_spec_version = "1.0",
+        );
+        if let Some(traceparent) = self.traceparent().filter(|t| valid_traceparent(t)) {
+            let event_cx = crate::telemetry::context_from_traceparent(traceparent);
+            let current = tracing::Span::current().context();
+            let current_span = current.span();
+            let request = current_span.span_context();
+            if request.trace_id() != event_cx.span().span_context().trace_id() {
+                let _ = span.set_parent(event_cx);
+                if request.is_valid() {
+                    span.add_link(request.clone());
+                }
+            }
+        }
+        span
     }
 
     /// The event's `traceparent` extension, if any.
@@ -229,20 +263,6 @@ pub fn message_created(function: &str, author: &Username) -> crate::db::EventFor
         event.data = serde_json::json!({ "id": message.id, "created_at": message.created_at });
         event
     })
-}
-
-tokio::task_local! {
-    static TRACEPARENT: String;
-}
-
-/// Runs `future` with `traceparent` as the trace context that new events carry.
-pub async fn with_traceparent<F: std::future::Future>(traceparent: String, future: F) -> F::Output {
-    TRACEPARENT.scope(traceparent, future).await
-}
-
-/// The trace context of the request or event being handled.
-pub fn current_traceparent() -> Option<String> {
-    TRACEPARENT.try_with(Clone::clone).ok()
 }
 
 /// Whether `value` is a W3C `traceparent` we can continue (version 00, non-zero ids).

@@ -18,6 +18,10 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 
+use opentelemetry::KeyValue;
+use tracing::Instrument as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
 use crate::events::{CloudEvent, EventPublisher};
 
 /// Domain events emitted by functions.
@@ -70,7 +74,53 @@ impl KafkaPublisher {
 
     /// Sends `event` to `topic` and waits for the acknowledgement.
     pub async fn send_to(&self, topic: &str, event: &CloudEvent) -> anyhow::Result<(i32, i64)> {
-        let (key, headers, payload) = to_record(event)?;
+        let span = producer_span(topic, event);
+        let result = self
+            .send_in(&span, topic, event)
+            .instrument(span.clone())
+            .await;
+        match &result {
+            Ok((partition, offset)) => {
+                span.record("messaging.destination.partition.id", partition.to_string());
+                span.record("messaging.kafka.offset", offset);
+                crate::telemetry::metrics::get().events_published.add(
+                    1,
+                    &[
+                        KeyValue::new("messaging.destination.name", topic.to_owned()),
+                        KeyValue::new("cloudevents.event_type", event.ty.clone()),
+                    ],
+                );
+            }
+            Err(err) => {
+                span.record("otel.status_code", "error");
+                span.record("error.type", "kafka");
+                tracing::debug!(parent: &span, error = format!("{err:#}"), "send failed");
+            }
+        }
+        result
+    }
+
+    async fn send_in(
+        &self,
+        span: &tracing::Span,
+        topic: &str,
+        event: &CloudEvent,
+    ) -> anyhow::Result<(i32, i64)> {
+        // The record carries the send span's context, so the consumer's span is its child
+        // and the trace reads request -> send -> process without a gap.
+        let mut event = event.clone();
+        if let Some(traceparent) = crate::telemetry::traceparent_of(&span.context()) {
+            event.extensions.insert(
+                "traceparent".to_owned(),
+                serde_json::Value::String(traceparent),
+            );
+        }
+        let event = &event;
+        let (key, mut headers, payload) = to_record(event)?;
+        if let Some(serde_json::Value::String(traceparent)) = event.extensions.get("traceparent") {
+            // Plain W3C header too, for consumers that know tracing but not CloudEvents.
+            headers = headers.insert(header("traceparent", traceparent));
+        }
         let producer = self
             .producer
             .read()
@@ -114,6 +164,46 @@ impl EventPublisher for KafkaPublisher {
     async fn publish(&self, event: &CloudEvent) -> anyhow::Result<()> {
         self.send_to(&self.topic, event).await.map(|_| ())
     }
+}
+
+/// The producer span of one send (OpenTelemetry messaging conventions). Its parent is the
+/// trace the event belongs to (its `traceparent`), so an event the relay publishes a
+/// minute later still lands in the request's trace; the relay's own span is linked.
+fn producer_span(topic: &str, event: &CloudEvent) -> tracing::Span {
+    use opentelemetry::trace::TraceContextExt as _;
+    let span = tracing::info_span!(
+        "kafka send",
+        otel.name = format!("send {topic}"),
+        otel.kind = "producer",
+        otel.status_code = tracing::field::Empty,
+        messaging.system = "kafka",
+        messaging.destination.name = topic,
+        messaging.operation.name = "send",
+        messaging.operation.r#type = "send",
+        messaging.message.id = %event.id,
+        messaging.kafka.message.key = event.subject.as_deref(),
+        messaging.destination.partition.id = tracing::field::Empty,
+        messaging.kafka.offset = tracing::field::Empty,
+        cloudevents.event_id = %event.id,
+        cloudevents.event_type = %event.ty,
+        "error.type" = tracing::field::Empty,
+    );
+    if let Some(traceparent) = event
+        .traceparent()
+        .filter(|t| crate::events::valid_traceparent(t))
+    {
+        let origin = crate::telemetry::context_from_traceparent(traceparent);
+        let current = tracing::Span::current().context();
+        let current_span = current.span();
+        let caller = current_span.span_context();
+        if caller.trace_id() != origin.span().span_context().trace_id() {
+            let _ = span.set_parent(origin);
+            if caller.is_valid() {
+                span.add_link(caller.clone());
+            }
+        }
+    }
+    span
 }
 
 /// Binary-mode record parts of `event`: key, headers, value.

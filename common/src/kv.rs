@@ -101,12 +101,14 @@ fn ttl_ms(ttl: Duration) -> u64 {
 
 #[async_trait]
 impl Kv for RedisKv {
+    #[tracing::instrument(name = "redis", skip_all, fields(otel.name = "PING", otel.kind = "client", db.system.name = "redis", db.operation.name = "PING"))]
     async fn ping(&self) -> anyhow::Result<()> {
         let mut conn = self.conn().await?;
         let _: String = redis::cmd("PING").query_async(&mut conn).await?;
         Ok(())
     }
 
+    #[tracing::instrument(name = "redis", skip_all, fields(otel.name = "SET", otel.kind = "client", db.system.name = "redis", db.operation.name = "SET"))]
     async fn set_ex(&self, key: &str, value: &str, ttl: Duration) -> anyhow::Result<()> {
         let mut conn = self.conn().await?;
         let () = redis::cmd("SET")
@@ -119,6 +121,7 @@ impl Kv for RedisKv {
         Ok(())
     }
 
+    #[tracing::instrument(name = "redis", skip_all, fields(otel.name = "SET", otel.kind = "client", db.system.name = "redis", db.operation.name = "SET"))]
     async fn set_nx_ex(&self, key: &str, value: &str, ttl: Duration) -> anyhow::Result<bool> {
         let mut conn = self.conn().await?;
         let set: Option<String> = redis::cmd("SET")
@@ -132,6 +135,7 @@ impl Kv for RedisKv {
         Ok(set.is_some())
     }
 
+    #[tracing::instrument(name = "redis", skip_all, fields(otel.name = "GETEX", otel.kind = "client", db.system.name = "redis", db.operation.name = "GETEX"))]
     async fn get_ex(&self, key: &str, ttl: Duration) -> anyhow::Result<Option<String>> {
         let mut conn = self.conn().await?;
         Ok(redis::cmd("GETEX")
@@ -142,6 +146,7 @@ impl Kv for RedisKv {
             .await?)
     }
 
+    #[tracing::instrument(name = "redis", skip_all, fields(otel.name = "GET", otel.kind = "client", db.system.name = "redis", db.operation.name = "GET"))]
     async fn get_with_ttl(&self, key: &str) -> anyhow::Result<Option<(String, Duration)>> {
         let mut conn = self.conn().await?;
         let key = self.key(key);
@@ -155,6 +160,7 @@ impl Kv for RedisKv {
         Ok(value.map(|v| (v, Duration::from_millis(pttl.max(0).unsigned_abs()))))
     }
 
+    #[tracing::instrument(name = "redis", skip_all, fields(otel.name = "DEL", otel.kind = "client", db.system.name = "redis", db.operation.name = "DEL"))]
     async fn del(&self, key: &str) -> anyhow::Result<()> {
         let mut conn = self.conn().await?;
         let _: i64 = redis::cmd("DEL")
@@ -164,6 +170,7 @@ impl Kv for RedisKv {
         Ok(())
     }
 
+    #[tracing::instrument(name = "redis", skip_all, fields(otel.name = "INCR", otel.kind = "client", db.system.name = "redis", db.operation.name = "INCR"))]
     async fn incr_window(&self, key: &str, ttl: Duration) -> anyhow::Result<(u64, Duration)> {
         let mut conn = self.conn().await?;
         let key = self.key(key);
@@ -182,6 +189,7 @@ impl Kv for RedisKv {
         Ok((count, Duration::from_millis(pttl.max(0).unsigned_abs())))
     }
 
+    #[tracing::instrument(name = "redis", skip_all, fields(otel.name = "LPUSH", otel.kind = "client", db.system.name = "redis", db.operation.name = "LPUSH"))]
     async fn push_front_capped(
         &self,
         key: &str,
@@ -202,6 +210,7 @@ impl Kv for RedisKv {
         Ok(())
     }
 
+    #[tracing::instrument(name = "redis", skip_all, fields(otel.name = "LRANGE", otel.kind = "client", db.system.name = "redis", db.operation.name = "LRANGE"))]
     async fn list_front(&self, key: &str, count: usize) -> anyhow::Result<Vec<String>> {
         let mut conn = self.conn().await?;
         let stop = isize::try_from(count).unwrap_or(isize::MAX) - 1;
@@ -213,6 +222,7 @@ impl Kv for RedisKv {
             .await?)
     }
 
+    #[tracing::instrument(name = "redis", skip_all, fields(otel.name = "PUBLISH", otel.kind = "client", db.system.name = "redis", db.operation.name = "PUBLISH"))]
     async fn publish(&self, channel: &str, message: &str) -> anyhow::Result<()> {
         let mut conn = self.conn().await?;
         let _: i64 = redis::cmd("PUBLISH")
@@ -223,6 +233,7 @@ impl Kv for RedisKv {
         Ok(())
     }
 
+    #[tracing::instrument(name = "redis", skip_all, fields(otel.name = "SUBSCRIBE", otel.kind = "client", db.system.name = "redis", db.operation.name = "SUBSCRIBE"))]
     async fn subscribe(&self, channel: &str) -> anyhow::Result<Subscription> {
         // Pub/sub needs a connection of its own; it lives as long as the stream.
         let mut pubsub = self

@@ -11,6 +11,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tracing::Instrument as _;
 
 use crate::db::{Db, OutboxEntry, now_millis};
 use crate::events::EventPublisher;
@@ -40,6 +41,15 @@ pub struct Outbox {
     marker: Arc<OnceLock<mpsc::Sender<String>>>,
 }
 
+/// The span in which committed entries are published, a child of the request's span.
+fn publish_span(count: usize) -> tracing::Span {
+    tracing::info_span!(
+        "outbox publish",
+        otel.name = "outbox publish",
+        missive.outbox.events = count
+    )
+}
+
 impl Outbox {
     /// An outbox on `db` publishing through `transport`.
     pub fn new(db: Db, transport: Arc<dyn EventPublisher>) -> Self {
@@ -58,7 +68,8 @@ impl Outbox {
             return;
         }
         let this = self.clone();
-        let task = tokio::spawn(async move { this.publish_now(entries).await });
+        let span = publish_span(entries.len());
+        let task = tokio::spawn(async move { this.publish_now(entries).await }.instrument(span));
         match tokio::time::timeout(PUBLISH_WAIT, task).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(err))) => {
@@ -79,14 +90,18 @@ impl Outbox {
     /// should take the next event, not wait for a broker round trip.
     pub fn publish_in_background(&self, entries: Vec<OutboxEntry>) {
         let this = self.clone();
-        tokio::spawn(async move {
-            if let Err(err) = this.publish_now(entries).await {
-                tracing::warn!(
-                    error = format!("{err:#}"),
-                    "event left in the outbox for the relay"
-                );
+        let span = publish_span(entries.len());
+        tokio::spawn(
+            async move {
+                if let Err(err) = this.publish_now(entries).await {
+                    tracing::warn!(
+                        error = format!("{err:#}"),
+                        "event left in the outbox for the relay"
+                    );
+                }
             }
-        });
+            .instrument(span),
+        );
     }
 
     async fn publish_now(&self, entries: Vec<OutboxEntry>) -> anyhow::Result<()> {
@@ -127,6 +142,12 @@ impl Outbox {
     /// order is kept.
     pub async fn relay(&self, holder: &str, min_age: Duration) -> anyhow::Result<RelayReport> {
         let lease_ms = 60_000;
+        match self.db.unsent_count().await {
+            Ok(backlog) => crate::telemetry::metrics::get()
+                .outbox_backlog
+                .record(u64::try_from(backlog).unwrap_or(0), &[]),
+            Err(err) => tracing::warn!(error = %err, "could not count the outbox backlog"),
+        }
         if !self.db.acquire_relay_lease(holder, lease_ms).await? {
             return Ok(RelayReport::default());
         }

@@ -10,19 +10,22 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use clap::Parser;
+use opentelemetry::KeyValue;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
+use tracing::Instrument as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::config::Config;
 use crate::error::error_response;
@@ -40,7 +43,7 @@ struct FunctionArgs {
 /// serve `router` until SIGTERM.
 pub fn run_function(name: &'static str, router: fn(AppState) -> Router) -> ExitCode {
     let config = FunctionArgs::parse().config;
-    crate::telemetry::init(&config.log_level);
+    let telemetry = crate::telemetry::init(name, &config.log_level);
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -58,10 +61,13 @@ pub fn run_function(name: &'static str, router: fn(AppState) -> Router) -> ExitC
                 let app = app(router(state.clone()), state.clone());
                 let listener = bind(state.config.port).await?;
                 let addr = listener.local_addr()?;
-                tracing::info!(function = name, %addr, "serving");
+                let ready = crate::telemetry::metrics::record_ready();
+                tracing::info!(function = name, %addr, start_to_ready_ms = ready.as_secs_f64() * 1e3, "serving");
                 serve(listener, app, state).await
             })
         });
+    // The runtime is gone; export what is still buffered before the process exits.
+    telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -98,7 +104,6 @@ pub fn app(routes: Router, state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(require_json_content_type))
-        .layer(middleware::from_fn(trace_context))
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             with_timeout(timeout, req, next)
         }))
@@ -115,6 +120,9 @@ pub fn app(routes: Router, state: AppState) -> Router {
                 "internal error",
             )
         }))
+        // Outermost, so the span and the access line see every answer, 413s and
+        // timeouts included.
+        .layer(middleware::from_fn(http_span))
 }
 
 /// Serves until `state.shutdown` is cancelled (SIGTERM/SIGINT), then drains in-flight
@@ -234,16 +242,73 @@ async fn require_json_content_type(req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
-/// Continues the caller's W3C trace (or starts one) so every event this request causes
-/// carries its `traceparent`.
-async fn trace_context(req: Request, next: Next) -> Response {
-    let traceparent = req
+/// The HTTP server span of a request (OpenTelemetry HTTP semantic conventions),
+/// continuing the caller's trace from `traceparent` (or a binary-mode CloudEvent's
+/// `ce-traceparent`), plus its access log line and duration metric. Probes get neither:
+/// they would bury real traffic under a trace every few seconds per instance.
+async fn http_span(req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    if path == "/healthz" || path == "/readyz" {
+        return next.run(req).await;
+    }
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let name = match &route {
+        Some(route) => format!("{method} {route}"),
+        None => method.to_string(),
+    };
+    let client = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
+    let user_agent = req
         .headers()
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| crate::events::valid_traceparent(v))
-        .map_or_else(crate::events::new_traceparent, str::to_owned);
-    crate::events::with_traceparent(traceparent, next.run(req)).await
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok());
+    let span = tracing::info_span!(
+        "HTTP request",
+        otel.name = name,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %method,
+        http.route = route.as_deref(),
+        url.path = path,
+        client.address = client,
+        user_agent.original = user_agent,
+        http.response.status_code = tracing::field::Empty,
+        "error.type" = tracing::field::Empty,
+    );
+    let _ = span.set_parent(crate::telemetry::context_from_headers(req.headers()));
+    let started = Instant::now();
+    let response = next.run(req).instrument(span.clone()).await;
+    let latency = started.elapsed();
+    let status = response.status().as_u16();
+    span.record("http.response.status_code", status);
+    if status >= 500 {
+        span.record("otel.status_code", "error");
+        span.record("error.type", status.to_string());
+    }
+    crate::telemetry::metrics::get().http_duration.record(
+        latency.as_secs_f64(),
+        &[
+            KeyValue::new("http.request.method", method.to_string()),
+            KeyValue::new("http.route", route.clone().unwrap_or_default()),
+            KeyValue::new("http.response.status_code", i64::from(status)),
+        ],
+    );
+    span.in_scope(|| {
+        tracing::info!(
+            method = %method,
+            route = route.as_deref().unwrap_or("(unmatched)"),
+            status,
+            latency_ms = latency.as_secs_f64() * 1e3,
+            "request"
+        );
+    });
+    response
 }
 
 async fn with_timeout(limit: Duration, req: Request, next: Next) -> Response {

@@ -66,7 +66,9 @@ impl Sessions {
 
     /// The session's user, sliding its expiry forward; `None` if unknown or expired.
     pub async fn get(&self, id: &SessionId) -> anyhow::Result<Option<CurrentUser>> {
-        let Some(raw) = self.kv.get_ex(&Self::key(id), self.ttl).await? else {
+        let raw = self.kv.get_ex(&Self::key(id), self.ttl).await?;
+        crate::telemetry::metrics::session_lookup(raw.is_some());
+        let Some(raw) = raw else {
             return Ok(None);
         };
         let stored: Stored = serde_json::from_str(&raw)?;

@@ -1,19 +1,332 @@
-//! Logging: one JSON object per line on stdout, filtered by `RUST_LOG` or `LOG_LEVEL`.
+//! Telemetry, set up by one call from each binary's `main`: JSON logs on stdout, and
+//! OpenTelemetry traces, metrics and logs over OTLP/HTTP (protobuf) when a collector is
+//! configured.
+//!
+//! Configured only by the standard OpenTelemetry variables:
+//! - `OTEL_EXPORTER_OTLP_ENDPOINT` (or the per-signal `..._TRACES_/_METRICS_/_LOGS_ENDPOINT`):
+//!   unset means nothing is exported and no exporter thread runs;
+//! - `OTEL_EXPORTER_OTLP_HEADERS` (e.g. `authorization=Bearer%20...` for a remote collector),
+//!   `OTEL_EXPORTER_OTLP_TIMEOUT`, `OTEL_EXPORTER_OTLP_COMPRESSION`;
+//! - `OTEL_SERVICE_NAME` (default: the function's name), `OTEL_RESOURCE_ATTRIBUTES`;
+//! - `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` (default `parentbased_always_on`;
+//!   `parentbased_traceidratio` keeps the caller's decision and samples new roots);
+//! - `OTEL_SDK_DISABLED=true` turns export off whatever else is set.
+//!
+//! Spans are `tracing` spans; `tracing-opentelemetry` turns them into OpenTelemetry spans
+//! whether or not they are exported, so the W3C trace context flows through HTTP calls and
+//! events, and every log line inside a span carries its `trace_id` and `span_id`.
 
-use tracing_subscriber::EnvFilter;
+mod json_log;
+pub mod metrics;
 
-/// Installs the global subscriber. Safe to call more than once (later calls do nothing),
-/// which tests rely on.
-pub fn init(log_level: &str) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(log_level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_span_list(false)
-        .with_env_filter(filter)
-        .with_writer(std::io::stdout)
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use opentelemetry::propagation::TextMapCompositePropagator;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::{KeyValue, global};
+use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::logs::SdkLoggerProvider;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
+use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
+
+/// Level of the spans sent to OpenTelemetry (independent of the log level): every span
+/// we create is INFO, so traces are whole even when logs show only warnings.
+const SPAN_FILTER: &str = "info";
+
+/// Log records that must never be exported as OTLP logs: the exporter's own HTTP client
+/// logging its requests would feed itself.
+const EXPORT_LOOP_TARGETS: &str = "opentelemetry=off,opentelemetry_sdk=off,opentelemetry_otlp=off,reqwest=off,hyper=off,hyper_util=off,h2=off";
+
+/// The installed providers; flushed and shut down by [`Telemetry::shutdown`].
+#[derive(Default)]
+pub struct Telemetry {
+    exporting: Option<Exporting>,
+}
+
+struct Exporting {
+    tracer: SdkTracerProvider,
+    meter: SdkMeterProvider,
+    logger: SdkLoggerProvider,
+}
+
+impl Telemetry {
+    /// Whether spans, metrics and logs are exported to a collector.
+    pub fn exporting(&self) -> bool {
+        self.exporting.is_some()
+    }
+
+    /// Exports everything still buffered and stops the exporters. Blocking (the
+    /// exporters' HTTP client is); called once when the process is about to exit, so a
+    /// function that scales to zero loses none of its last spans.
+    pub fn shutdown(self) {
+        let Some(exporting) = self.exporting else {
+            return;
+        };
+        // Each provider flushes its batch on shutdown; failures can only be reported to
+        // stderr now, since logging itself is being shut down.
+        for (signal, result) in [
+            ("traces", exporting.tracer.shutdown()),
+            ("metrics", exporting.meter.shutdown()),
+            ("logs", exporting.logger.shutdown()),
+        ] {
+            if let Err(err) = result {
+                eprintln!("telemetry: flushing {signal} failed: {err}");
+            }
+        }
+    }
+}
+
+/// Set by the first [`init`].
+static INSTALLED: OnceLock<()> = OnceLock::new();
+
+/// Installs logging and OpenTelemetry for the process. `service` is the default
+/// `service.name` (a function's name, or `missive`); `log_level` the default filter when
+/// `RUST_LOG` is unset. Safe to call more than once: later calls install nothing and
+/// return an inert handle (tests rely on that).
+pub fn init(service: &'static str, log_level: &str) -> Telemetry {
+    metrics::mark_process_start();
+    if INSTALLED.set(()).is_err() {
+        return Telemetry::default();
+    }
+    global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
+        Box::new(TraceContextPropagator::new()),
+        Box::new(BaggagePropagator::new()),
+    ]));
+    let resource = resource(service);
+    let service_name = resource
+        .get(&opentelemetry::Key::from_static_str("service.name"))
+        .map_or_else(|| service.to_owned(), |v| v.to_string());
+    let log_filter = || {
+        EnvFilter::try_from_default_env()
+            .or_else(|_| EnvFilter::try_new(log_level))
+            .unwrap_or_else(|_| EnvFilter::new("info"))
+    };
+    let stdout = json_log::JsonLog::new(service_name).with_filter(log_filter());
+
+    let exporting = match export_settings() {
+        Some(settings) => match Exporting::start(&settings, &resource) {
+            Ok(exporting) => Some(exporting),
+            Err(err) => {
+                eprintln!("telemetry: not exporting: {err:#}");
+                None
+            }
+        },
+        None => None,
+    };
+    // Without a collector the tracer has no processor: spans still get ids, so the trace
+    // context propagates and logs carry it, but nothing is buffered or sent.
+    let tracer_provider = exporting.as_ref().map_or_else(
+        || {
+            SdkTracerProvider::builder()
+                .with_resource(resource.clone())
+                .build()
+        },
+        |e| e.tracer.clone(),
+    );
+    let tracer = tracer_provider.tracer("missive");
+    global::set_tracer_provider(tracer_provider);
+    let spans = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_tracked_inactivity(false)
+        .with_location(false)
+        .with_threads(false)
+        .with_filter(EnvFilter::new(SPAN_FILTER));
+    let otlp_logs = exporting.as_ref().map(|e| {
+        let mut filter = log_filter();
+        for directive in EXPORT_LOOP_TARGETS.split(',') {
+            if let Ok(directive) = directive.parse() {
+                filter = filter.add_directive(directive);
+            }
+        }
+        opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(&e.logger)
+            .with_filter(filter)
+    });
+    if let Some(e) = &exporting {
+        global::set_meter_provider(e.meter.clone());
+    }
+    let _ = tracing_subscriber::registry()
+        .with(spans)
+        .with(stdout)
+        .with(otlp_logs)
         .try_init();
+    Telemetry { exporting }
+}
+
+/// The OTLP settings from the environment, or `None` when nothing is to be exported.
+fn export_settings() -> Option<HashMap<&'static str, String>> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    if var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        return None;
+    }
+    let signals = [
+        ("traces", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+        ("metrics", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"),
+        ("logs", "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"),
+    ];
+    let base = var("OTEL_EXPORTER_OTLP_ENDPOINT");
+    let mut endpoints = HashMap::new();
+    for (signal, specific) in signals {
+        // The base endpoint gets the signal's path appended; a per-signal one is used as
+        // is (the OTLP exporter spec).
+        if let Some(url) = var(specific) {
+            endpoints.insert(signal, url);
+        } else if let Some(base) = &base {
+            endpoints.insert(
+                signal,
+                format!("{}/v1/{signal}", base.trim_end_matches('/')),
+            );
+        }
+    }
+    (!endpoints.is_empty()).then_some(endpoints)
+}
+
+impl Exporting {
+    fn start(
+        endpoints: &HashMap<&'static str, String>,
+        resource: &Resource,
+    ) -> anyhow::Result<Self> {
+        // HTTPS to a remote collector: rustls with ring (no OpenSSL in the image).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        // One HTTP client for the three exporters, built on its own thread: a blocking
+        // client must not be created or dropped inside the async runtime.
+        let client = std::thread::spawn(|| {
+            reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("building the OTLP HTTP client panicked"))??;
+        let client: Arc<dyn opentelemetry_http::HttpClient> = Arc::new(client);
+        let endpoint = |signal: &str| endpoints.get(signal).cloned();
+
+        let mut tracer = SdkTracerProvider::builder().with_resource(resource.clone());
+        if let Some(url) = endpoint("traces") {
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_endpoint(url)
+                .with_shared_http_client(client.clone())
+                .build()?;
+            tracer = tracer.with_batch_exporter(exporter);
+        }
+        let mut meter = SdkMeterProvider::builder().with_resource(resource.clone());
+        if let Some(url) = endpoint("metrics") {
+            let exporter = opentelemetry_otlp::MetricExporter::builder()
+                .with_http()
+                .with_endpoint(url)
+                .with_shared_http_client(client.clone())
+                .build()?;
+            meter = meter.with_periodic_exporter(exporter);
+        }
+        let mut logger = SdkLoggerProvider::builder().with_resource(resource.clone());
+        if let Some(url) = endpoint("logs") {
+            let exporter = opentelemetry_otlp::LogExporter::builder()
+                .with_http()
+                .with_endpoint(url)
+                .with_shared_http_client(client)
+                .build()?;
+            logger = logger.with_batch_exporter(exporter);
+        }
+        Ok(Self {
+            tracer: tracer.build(),
+            meter: meter.build(),
+            logger: logger.build(),
+        })
+    }
+}
+
+/// The resource every signal carries: `service.*`, and the Knative revision this process
+/// is serving, so a trace or a log line points at the exact deployment.
+fn resource(service: &'static str) -> Resource {
+    let mut attributes = vec![
+        KeyValue::new("service.name", service),
+        KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+        KeyValue::new("service.namespace", "missive"),
+    ];
+    // Knative's runtime contract sets these; the `faas.*` names are the semantic
+    // conventions' names for the same things.
+    for (var, keys) in [
+        ("K_SERVICE", ["knative.service", "faas.name"].as_slice()),
+        ("K_REVISION", &["knative.revision", "faas.version"]),
+        ("K_CONFIGURATION", &["knative.configuration"]),
+    ] {
+        if let Ok(value) = std::env::var(var) {
+            for key in keys {
+                attributes.push(KeyValue::new(*key, value.clone()));
+            }
+        }
+    }
+    // OTEL_RESOURCE_ATTRIBUTES overrides the defaults, and OTEL_SERVICE_NAME overrides
+    // both (the SDK specification's order).
+    let mut builder = Resource::builder_empty()
+        .with_attributes(attributes)
+        .with_detector(Box::new(
+            opentelemetry_sdk::resource::TelemetryResourceDetector,
+        ))
+        .with_detector(Box::new(
+            opentelemetry_sdk::resource::EnvResourceDetector::new(),
+        ));
+    if let Some(name) = std::env::var("OTEL_SERVICE_NAME")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        builder = builder.with_service_name(name);
+    }
+    builder.build()
+}
+
+/// The W3C trace context of the current span, as a `traceparent` value; `None` outside
+/// any span (or when no tracing subscriber is installed).
+pub fn current_traceparent() -> Option<String> {
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let cx = tracing::Span::current().context();
+    traceparent_of(&cx)
+}
+
+/// The `traceparent` of the span in `cx`, if it is valid.
+pub fn traceparent_of(cx: &opentelemetry::Context) -> Option<String> {
+    use opentelemetry::trace::TraceContextExt as _;
+    let span = cx.span();
+    let sc = span.span_context();
+    sc.is_valid().then(|| {
+        format!(
+            "00-{}-{}-{:02x}",
+            sc.trace_id(),
+            sc.span_id(),
+            sc.trace_flags().to_u8()
+        )
+    })
+}
+
+/// The caller's trace context from HTTP headers: W3C `traceparent`/`tracestate` and
+/// `baggage`, or, for a binary-mode CloudEvent without them, `ce-traceparent`.
+pub fn context_from_headers(headers: &axum::http::HeaderMap) -> opentelemetry::Context {
+    let extractor = opentelemetry_http::HeaderExtractor(headers);
+    if headers.contains_key("traceparent") {
+        return global::get_text_map_propagator(|p| p.extract(&extractor));
+    }
+    match headers.get("ce-traceparent").and_then(|v| v.to_str().ok()) {
+        Some(traceparent) => context_from_traceparent(traceparent),
+        None => opentelemetry::Context::new(),
+    }
+}
+
+/// The remote context a `traceparent` value names (an empty context if it is invalid).
+pub fn context_from_traceparent(traceparent: &str) -> opentelemetry::Context {
+    let carrier: HashMap<String, String> =
+        HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+    global::get_text_map_propagator(|p| p.extract(&carrier))
+}
+
+/// Writes `cx` into outgoing HTTP headers (`traceparent`, `tracestate`, `baggage`).
+pub fn inject_headers(cx: &opentelemetry::Context, headers: &mut axum::http::HeaderMap) {
+    global::get_text_map_propagator(|p| {
+        p.inject_context(cx, &mut opentelemetry_http::HeaderInjector(headers));
+    });
 }

@@ -4,6 +4,8 @@
 //! Each [`TestBackends`] instance is isolated: its own SQLite file, or its own MariaDB
 //! database and Redis key prefix, so tests run in parallel.
 
+pub mod otlp;
+
 use std::time::Duration;
 
 use axum::Router;
@@ -44,7 +46,7 @@ impl TestBackends {
     /// Creates a fresh, migrated database (and key prefix) for one test.
     pub async fn new(backends: Backends) -> Self {
         // Logs of a failing test show up in its captured output.
-        crate::telemetry::init("warn");
+        let _ = crate::telemetry::init("missive-test", "warn");
         let unique = uuid::Uuid::new_v4().simple().to_string();
         let mut config = Config::default();
         let (url, cleanup) = match backends {

@@ -6,12 +6,15 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A running `missive dev`.
 pub struct Dev {
     pub child: Child,
     pub addr: String,
+    /// Everything it printed on stdout so far, line by line.
+    pub output: Arc<Mutex<Vec<String>>>,
 }
 
 /// `missive` with a clean environment, listening on a free port.
@@ -45,9 +48,11 @@ impl Dev {
         let mut child = cmd.arg("dev").stdout(Stdio::piped()).spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
+        let output = Arc::new(Mutex::new(Vec::new()));
         // Log lines may come first; the URL line is the one with http://.
         let line = loop {
             let line = lines.next().expect("missive dev prints its URL").unwrap();
+            output.lock().unwrap().push(line.clone());
             if line.contains("http://") && !line.starts_with('{') {
                 break line;
             }
@@ -60,12 +65,18 @@ impl Dev {
             .unwrap_or_else(|| panic!("no URL in {line:?}"))
             .to_owned();
         // The server's log becomes part of the test's captured output.
+        let kept = output.clone();
         std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
                 eprintln!("[missive dev] {line}");
+                kept.lock().unwrap().push(line);
             }
         });
-        Dev { child, addr }
+        Dev {
+            child,
+            addr,
+            output,
+        }
     }
 
     /// SIGTERM, then expect exit 0.
@@ -99,7 +110,22 @@ impl Dev {
         cookie: Option<&str>,
         json: Option<&str>,
     ) -> Response {
+        self.request_with(method, path, &[], cookie, json)
+    }
+
+    /// One request with extra headers.
+    pub fn request_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        cookie: Option<&str>,
+        json: Option<&str>,
+    ) -> Response {
         let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+        for (name, value) in headers {
+            req.push_str(&format!("{name}: {value}\r\n"));
+        }
         if let Some(cookie) = cookie {
             req.push_str(&format!("Cookie: {cookie}\r\n"));
         }
@@ -154,6 +180,44 @@ impl Dev {
             .iter()
             .map(|e| e["type"].as_str().unwrap().to_owned())
             .collect()
+    }
+}
+
+/// One test's topics, database and key prefix.
+pub struct Setup {
+    pub name: String,
+}
+
+impl Setup {
+    pub fn new(test: &str) -> Self {
+        Self {
+            name: format!("missive_test_k{}_{test}", std::process::id()),
+        }
+    }
+
+    pub fn topic(&self, which: &str) -> String {
+        format!("{}.{which}", self.name)
+    }
+
+    pub fn command(&self) -> Command {
+        let mut cmd = missive();
+        cmd.env("DATABASE_URL", format!("{}/{}", mysql_server(), self.name))
+            .env("REDIS_URL", redis_url())
+            .env("REDIS_KEY_PREFIX", format!("{}:", self.name))
+            .env("KAFKA_BROKERS", kafka_brokers())
+            .env("KAFKA_EVENTS_TOPIC", self.topic("events"))
+            .env("KAFKA_INBOX_TOPIC", self.topic("inbox"))
+            .env("KAFKA_DLQ_TOPIC", self.topic("dlq"))
+            .env("DISPATCH_BACKOFF_MS", "20")
+            .env("DISPATCH_MAX_ATTEMPTS", "3")
+            .env("LOG_LEVEL", "info,rdkafka=warn");
+        cmd
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        drop_database(&self.name);
     }
 }
 

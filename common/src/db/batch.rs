@@ -13,6 +13,7 @@ use sqlx::AnyPool;
 use tokio::sync::{mpsc, oneshot};
 
 use super::outbox::{self, OutboxEntry};
+use super::traced;
 use super::{
     EventFor, Message, UserId, insert_message_row, insert_tokens, new_message, now_millis,
 };
@@ -95,7 +96,7 @@ async fn run(writer: AnyPool, mut requests: mpsc::Receiver<Pending>) {
 }
 
 async fn write(writer: &AnyPool, batch: &[Pending]) -> anyhow::Result<Vec<Written>> {
-    let mut tx = writer.begin().await?;
+    let mut tx = traced::begin(writer).await?;
     let now = now_millis();
     let mut ids = Vec::with_capacity(batch.len());
     for pending in batch {
@@ -119,6 +120,6 @@ async fn write(writer: &AnyPool, batch: &[Pending]) -> anyhow::Result<Vec<Writte
         .map(|(pending, message)| (pending.event)(message))
         .collect();
     let entries = outbox::insert(&mut tx, events).await?;
-    tx.commit().await?;
+    traced::commit(tx).await?;
     Ok(messages.into_iter().zip(entries).collect())
 }

@@ -1,6 +1,8 @@
 //! Outbox rows, the relay's lease, and the processed-events ledger of consumers.
 
-use sqlx::{AnyConnection, AssertSqlSafe, Row};
+use sqlx::{AnyConnection, Row};
+
+use super::traced::{self, query, query_built};
 
 use super::{Db, now_millis};
 use crate::events::CloudEvent;
@@ -33,7 +35,7 @@ pub(crate) async fn insert(
             vec!["(?, ?, ?)"; chunk.len()].join(", ")
         );
         // Safe: a fixed placeholder group repeated; the values are bound.
-        let mut query = sqlx::query(AssertSqlSafe(sql));
+        let mut query = query_built(sql);
         for (id, json) in chunk {
             query = query.bind(id.as_str()).bind(json.as_str()).bind(now);
         }
@@ -60,14 +62,13 @@ pub(crate) async fn claim_event(
     source: &str,
     id: &str,
 ) -> sqlx::Result<bool> {
-    let done = sqlx::query(
-        "INSERT INTO processed_events (source, event_id, processed_at) VALUES (?, ?, ?)",
-    )
-    .bind(source)
-    .bind(id)
-    .bind(now_millis())
-    .execute(&mut *conn)
-    .await;
+    let done =
+        query("INSERT INTO processed_events (source, event_id, processed_at) VALUES (?, ?, ?)")
+            .bind(source)
+            .bind(id)
+            .bind(now_millis())
+            .execute(&mut *conn)
+            .await;
     match done {
         Ok(_) => Ok(true),
         Err(err) if super::is_unique_violation(&err) => Ok(false),
@@ -79,7 +80,7 @@ impl Db {
     /// Writes `event` to the outbox in a transaction of its own, for events whose state
     /// change is not in the database (a login lives in the session store).
     pub async fn outbox_alone(&self, event: CloudEvent) -> anyhow::Result<OutboxEntry> {
-        let mut conn = self.writer.acquire().await?;
+        let mut conn = traced::acquire(&self.writer).await?;
         insert_one(&mut conn, event).await
     }
 
@@ -91,11 +92,13 @@ impl Db {
                 vec!["?"; chunk.len()].join(", ")
             );
             // Safe: a fixed placeholder list; the ids are bound.
-            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(now_millis());
+            let mut query = query_built(sql).bind(now_millis());
             for id in chunk {
                 query = query.bind(id.as_str());
             }
-            query.execute(&self.writer).await?;
+            query
+                .execute(&mut *traced::acquire(&self.writer).await?)
+                .await?;
         }
         Ok(())
     }
@@ -103,7 +106,7 @@ impl Db {
     /// Takes the relay lease for `ttl_ms` if it is free or expired (or already ours).
     pub async fn acquire_relay_lease(&self, holder: &str, ttl_ms: i64) -> sqlx::Result<bool> {
         let now = now_millis();
-        let done = sqlx::query(
+        let done = query(
             "UPDATE outbox_lease SET holder = ?, expires_at = ? \
              WHERE name = 'relay' AND (expires_at < ? OR holder = ?)",
         )
@@ -111,29 +114,29 @@ impl Db {
         .bind(now + ttl_ms)
         .bind(now)
         .bind(holder)
-        .execute(&self.writer)
+        .execute(&mut *traced::acquire(&self.writer).await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }
 
     /// Gives the lease back early.
     pub async fn release_relay_lease(&self, holder: &str) -> sqlx::Result<()> {
-        sqlx::query("UPDATE outbox_lease SET expires_at = 0 WHERE name = 'relay' AND holder = ?")
+        query("UPDATE outbox_lease SET expires_at = 0 WHERE name = 'relay' AND holder = ?")
             .bind(holder)
-            .execute(&self.writer)
+            .execute(&mut *traced::acquire(&self.writer).await?)
             .await?;
         Ok(())
     }
 
     /// Unsent rows created before `before_ms`, oldest first.
     pub async fn unsent(&self, before_ms: i64, limit: i64) -> anyhow::Result<Vec<OutboxEntry>> {
-        let rows = sqlx::query(
+        let rows = query(
             "SELECT event FROM outbox WHERE sent_at IS NULL AND created_at < ? \
              ORDER BY id LIMIT ?",
         )
         .bind(before_ms)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *traced::acquire(&self.pool).await?)
         .await?;
         rows.iter()
             .map(|row| {
@@ -147,17 +150,17 @@ impl Db {
 
     /// Number of unsent rows (for tests and the relay's report).
     pub async fn unsent_count(&self) -> sqlx::Result<i64> {
-        sqlx::query("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL")
-            .fetch_one(&self.pool)
+        query("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL")
+            .fetch_one(&mut *traced::acquire(&self.pool).await?)
             .await?
             .try_get(0)
     }
 
     /// Deletes rows published before `before_ms`.
     pub async fn purge_sent(&self, before_ms: i64) -> sqlx::Result<u64> {
-        let done = sqlx::query("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?")
+        let done = query("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?")
             .bind(before_ms)
-            .execute(&self.writer)
+            .execute(&mut *traced::acquire(&self.writer).await?)
             .await?;
         Ok(done.rows_affected())
     }

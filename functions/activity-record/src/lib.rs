@@ -18,6 +18,7 @@ use common::activity::{Entry, Recorded};
 use common::domain::Username;
 use common::events::CloudEvent;
 use common::{ApiError, AppState};
+use tracing::Instrument as _;
 
 /// Knative service name.
 pub const NAME: &str = env!("CARGO_PKG_NAME");
@@ -37,6 +38,11 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn record(State(state): State<AppState>, event: CloudEvent) -> Result<StatusCode, ApiError> {
+    let span = event.handling_span();
+    append(state, event).instrument(span).await
+}
+
+async fn append(state: AppState, event: CloudEvent) -> Result<StatusCode, ApiError> {
     let Some(kind) = event.missive_kind().filter(|k| KINDS.contains(k)) else {
         // Not ours to record (a trigger filter should not have sent it); accepting it
         // keeps it out of the dead-letter topic, which is for events that failed.

@@ -99,6 +99,7 @@ async fn login(
             serde_json::json!({ "username": username.as_str() }),
         ))
         .await?;
+    common::telemetry::metrics::get().logins.add(1, &[]);
     state.outbox.publish(vec![entry]).await;
     Ok((
         [(header::SET_COOKIE, session_cookie(&state, &session))],

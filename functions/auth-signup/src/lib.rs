@@ -68,6 +68,7 @@ async fn signup(
         username: username.clone(),
     };
     let session = state.sessions.create(&user).await?;
+    common::telemetry::metrics::get().signups.add(1, &[]);
     state.outbox.publish(vec![entry]).await;
     Ok((
         StatusCode::CREATED,

@@ -271,3 +271,69 @@ fn missing_configuration_fails_fast_naming_the_variable() {
         assert!(stderr.contains(variable), "{variable}: {stderr}");
     }
 }
+
+/// Scale to zero must not lose the last spans: a request served just before SIGTERM is
+/// exported before the process exits, although the batch exporter's 5 s delay (the
+/// default) has not passed.
+#[tokio::test]
+async fn spans_emitted_just_before_sigterm_reach_the_collector() {
+    let backends = TestBackends::new(Backends::Real).await;
+    let receiver = common::testing::otlp::OtlpReceiver::start();
+    let endpoint = receiver.endpoint();
+    let mut env = real_env(&backends);
+    env.push(("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint));
+    env.push(("K_SERVICE", "auth-signup".to_owned()));
+    env.push(("K_REVISION", "auth-signup-00042".to_owned()));
+    env.push(("K_CONFIGURATION", "auth-signup".to_owned()));
+    env.push((
+        "OTEL_RESOURCE_ATTRIBUTES",
+        "deployment.environment.name=test".to_owned(),
+    ));
+    let mut f = start(&as_refs(&env));
+
+    let body = r#"{"username":"flushed","password":"12345678"}"#;
+    let request = format!(
+        "POST /api/auth/signup HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    assert_eq!(http(f.port, &request).await.0, 201);
+    sigterm(f.child.id());
+    assert!(wait_exit(&mut f.child, Duration::from_secs(15)).success());
+
+    // Nothing waits here: what was not exported before exit is lost.
+    let spans = receiver.spans();
+    let server = spans
+        .iter()
+        .find(|s| s.name == "POST /api/auth/signup")
+        .unwrap_or_else(|| panic!("the request's span was not flushed: {spans:#?}"));
+    assert_eq!(server.service, "auth-signup");
+    for (key, value) in [
+        ("service.namespace", "missive"),
+        ("service.version", env!("CARGO_PKG_VERSION")),
+        ("knative.revision", "auth-signup-00042"),
+        ("faas.version", "auth-signup-00042"),
+        ("knative.service", "auth-signup"),
+        ("knative.configuration", "auth-signup"),
+        ("deployment.environment.name", "test"),
+    ] {
+        assert_eq!(
+            server.resource.get(key).map(String::as_str),
+            Some(value),
+            "{key}"
+        );
+    }
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.trace_id == server.trace_id && s.name == "INSERT users"),
+        "its SQL span too"
+    );
+    assert!(
+        receiver
+            .logs()
+            .iter()
+            .any(|l| l.body == "request" && l.trace_id == server.trace_id),
+        "and its access log record"
+    );
+}

@@ -67,6 +67,9 @@ async fn create(
         .await?
     {
         Created::New(message, entry) => {
+            common::telemetry::metrics::get()
+                .messages_created
+                .add(1, &[]);
             state.outbox.publish(vec![entry]).await;
             message
         }

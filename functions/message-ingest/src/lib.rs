@@ -21,6 +21,7 @@ use common::domain::{MessageText, Username};
 use common::events::{self, CloudEvent};
 use common::{ApiError, AppState};
 use serde::Deserialize;
+use tracing::Instrument as _;
 
 /// Knative service name, also the source of the events it emits.
 pub const NAME: &str = env!("CARGO_PKG_NAME");
@@ -41,6 +42,13 @@ struct Submitted {
 }
 
 async fn ingest(State(state): State<AppState>, event: CloudEvent) -> Result<StatusCode, ApiError> {
+    // Everything below, and the message.created event it writes, continues the
+    // producer's trace.
+    let span = event.handling_span();
+    store(state, event).instrument(span).await
+}
+
+async fn store(state: AppState, event: CloudEvent) -> Result<StatusCode, ApiError> {
     if event.ty != SUBMITTED_TYPE && event.ty != common::kafka::KAFKA_EVENT_TYPE {
         return Err(ApiError::InvalidEvent(format!(
             "expected {SUBMITTED_TYPE}, got {}",
@@ -53,28 +61,23 @@ async fn ingest(State(state): State<AppState>, event: CloudEvent) -> Result<Stat
     let unknown_user = || ApiError::validation("unknown_user", "no user has this username");
     let username = Username::parse(&submitted.username).map_err(|_| unknown_user())?;
     let text = MessageText::parse(submitted.text)?;
-    // The message.created event continues the producer's trace.
-    let traceparent = event
-        .traceparent()
-        .filter(|t| events::valid_traceparent(t))
-        .map_or_else(events::new_traceparent, str::to_owned);
-    events::with_traceparent(traceparent, async {
-        let created = events::message_created(NAME, &username);
-        match state
-            .db
-            .ingest_message(&event.source, &event.id, &username, &text, created)
-            .await?
-        {
-            Ingested::Created(written) => {
-                let (_message, entry) = *written;
-                state.outbox.publish_in_background(vec![entry]);
-            }
-            Ingested::Duplicate => {
-                tracing::debug!(event.id = %event.id, "duplicate submission ignored");
-            }
-            Ingested::UnknownUser => return Err(unknown_user()),
+    let created = events::message_created(NAME, &username);
+    match state
+        .db
+        .ingest_message(&event.source, &event.id, &username, &text, created)
+        .await?
+    {
+        Ingested::Created(written) => {
+            let (_message, entry) = *written;
+            common::telemetry::metrics::get()
+                .messages_created
+                .add(1, &[]);
+            state.outbox.publish_in_background(vec![entry]);
         }
-        Ok(StatusCode::ACCEPTED)
-    })
-    .await
+        Ingested::Duplicate => {
+            tracing::debug!(event.id = %event.id, "duplicate submission ignored");
+        }
+        Ingested::UnknownUser => return Err(unknown_user()),
+    }
+    Ok(StatusCode::ACCEPTED)
 }
