@@ -143,6 +143,9 @@ async fn dev(mut config: Config, dispatch: DispatchArgs) -> anyhow::Result<()> {
     // Loopback only: a development server should not be reachable from the network.
     let listener = common::serve::bind_on(Ipv4Addr::LOCALHOST, state.config.port).await?;
     let addr = listener.local_addr()?;
+    common::serve::cancel_on_signal(state.shutdown.clone())?;
+    let ready = common::telemetry::metrics::record_ready();
+    tracing::info!(%addr, start_to_ready_ms = ready.as_secs_f64() * 1e3, "serving");
     #[allow(clippy::print_stdout)]
     {
         println!("Missive is running at http://{addr}/ (API under /api, Ctrl-C to stop)");

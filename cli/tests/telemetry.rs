@@ -340,7 +340,7 @@ fn logs_are_json_lines_and_never_show_secrets() {
         401
     );
     assert_eq!(
-        dev.request("POST", "/api/auth/logout", Some(&cookie), None)
+        dev.request("POST", "/api/auth/logout", Some(&cookie), Some("{}"))
             .status,
         204
     );

@@ -58,6 +58,7 @@ pub fn run_function(name: &'static str, router: fn(AppState) -> Router) -> ExitC
                     );
                 }
                 let state = AppState::build(config)?;
+                cancel_on_signal(state.shutdown.clone())?;
                 let app = app(router(state.clone()), state.clone());
                 let listener = bind(state.config.port).await?;
                 let addr = listener.local_addr()?;
@@ -129,7 +130,7 @@ pub fn app(routes: Router, state: AppState) -> Router {
 /// requests for at most the configured grace period.
 pub async fn serve(listener: TcpListener, app: Router, state: AppState) -> anyhow::Result<()> {
     let shutdown = state.shutdown.clone();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    cancel_on_signal(shutdown.clone())?;
     let grace = state.config.shutdown_grace();
     let server = axum::serve(
         listener,
@@ -149,29 +150,26 @@ pub async fn serve(listener: TcpListener, app: Router, state: AppState) -> anyho
     Ok(())
 }
 
-async fn cancel_on_signal(token: CancellationToken) {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
+/// Cancels `token` on SIGTERM or SIGINT. The handlers are registered before this returns,
+/// so call it before announcing readiness: a signal that arrives from then on drains
+/// instead of killing the process. Once per process; later calls do nothing.
+pub fn cancel_on_signal(token: CancellationToken) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    static REGISTERED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    if REGISTERED.set(()).is_err() {
+        return Ok(());
     }
-    tracing::info!("shutdown signal received; draining");
-    token.cancel();
+    let mut terminate = signal(SignalKind::terminate()).context("handling SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("handling SIGINT")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = terminate.recv() => {},
+            _ = interrupt.recv() => {},
+        }
+        tracing::info!("shutdown signal received; draining");
+        token.cancel();
+    });
+    Ok(())
 }
 
 /// Liveness: the process serves.

@@ -9,8 +9,11 @@
 //! batch is one message, written at once: nothing ever waits for a batch to fill.
 
 use anyhow::Context;
+use opentelemetry::trace::TraceContextExt as _;
 use sqlx::AnyPool;
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use super::outbox::{self, OutboxEntry};
 use super::traced;
@@ -29,6 +32,8 @@ struct Pending {
     text: MessageText,
     event: EventFor,
     reply: oneshot::Sender<anyhow::Result<Written>>,
+    /// The requester's span: the batch's SQL belongs to its trace.
+    span: tracing::Span,
 }
 
 /// Handle to the writer task.
@@ -59,6 +64,7 @@ impl Batcher {
                 text,
                 event,
                 reply,
+                span: tracing::Span::current(),
             })
             .await
             .map_err(|_| anyhow::anyhow!("message writer has stopped"))?;
@@ -66,10 +72,29 @@ impl Batcher {
     }
 }
 
+/// One transaction serves several requests: its span is a child of the first request's
+/// and links the others, so each trace leads to the SQL that stored its message.
+fn batch_span(batch: &[Pending]) -> tracing::Span {
+    let span = tracing::info_span!(
+        parent: &batch[0].span,
+        "message batch",
+        otel.name = "save messages",
+        missive.batch.size = batch.len(),
+    );
+    for pending in &batch[1..] {
+        let context = pending.span.context();
+        let linked = context.span();
+        if linked.span_context().is_valid() {
+            span.add_link(linked.span_context().clone());
+        }
+    }
+    span
+}
+
 async fn run(writer: AnyPool, mut requests: mpsc::Receiver<Pending>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while requests.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        match write(&writer, &batch).await {
+        match write(&writer, &batch).instrument(batch_span(&batch)).await {
             Ok(messages) => {
                 for (pending, message) in batch.drain(..).zip(messages) {
                     // The requester may have gone (client disconnected); the row stays.
@@ -85,7 +110,9 @@ async fn run(writer: AnyPool, mut requests: mpsc::Receiver<Pending>) {
                     "batch failed; retrying one by one"
                 );
                 for pending in batch.drain(..) {
+                    let span = batch_span(std::slice::from_ref(&pending));
                     let result = write(&writer, std::slice::from_ref(&pending))
+                        .instrument(span)
                         .await
                         .map(|mut written| written.remove(0));
                     let _ = pending.reply.send(result);
