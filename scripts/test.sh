@@ -20,4 +20,5 @@ fi
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
+python3 scripts/check_observability.py
 cargo nextest run --workspace --no-fail-fast

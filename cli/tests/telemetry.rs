@@ -295,6 +295,7 @@ fn one_trace_runs_from_the_browser_through_kafka_to_redis() {
         "http.server.request.duration",
         "db.client.operation.duration",
         "missive.events.published",
+        "missive.events.lag",
         "missive.events.consumed",
         "missive.session.lookups",
         "missive.signups",

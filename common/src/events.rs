@@ -92,6 +92,15 @@ impl CloudEvent {
             cloudevents.event_subject = self.subject.as_deref(),
             cloudevents.event_spec_version = "1.0",
         );
+        if let Some(lag) = self.time.as_deref().and_then(lag_since) {
+            crate::telemetry::metrics::get().events_lag.record(
+                lag,
+                &[opentelemetry::KeyValue::new(
+                    "cloudevents.event_type",
+                    self.ty.clone(),
+                )],
+            );
+        }
         if let Some(traceparent) = self.traceparent().filter(|t| valid_traceparent(t)) {
             let event_cx = crate::telemetry::context_from_traceparent(traceparent);
             let current = tracing::Span::current().context();
@@ -265,6 +274,17 @@ pub fn message_created(function: &str, author: &Username) -> crate::db::EventFor
     })
 }
 
+/// Seconds from an RFC 3339 time to now (0 if it lies in the future).
+fn lag_since(time: &str) -> Option<f64> {
+    let at =
+        time::OffsetDateTime::parse(time, &time::format_description::well_known::Rfc3339).ok()?;
+    Some(
+        (time::OffsetDateTime::now_utc() - at)
+            .as_seconds_f64()
+            .max(0.0),
+    )
+}
+
 /// Whether `value` is a W3C `traceparent` we can continue (version 00, non-zero ids).
 /// <https://www.w3.org/TR/trace-context/#traceparent-header>
 pub fn valid_traceparent(value: &str) -> bool {
@@ -398,19 +418,44 @@ impl HttpSink {
 #[async_trait]
 impl EventPublisher for HttpSink {
     async fn publish(&self, event: &CloudEvent) -> anyhow::Result<()> {
-        let (parts, body) = event.to_http_request(&self.url)?.into_parts();
+        use tracing::Instrument as _;
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+        // A client span per delivery (HTTP conventions), its context sent as
+        // `traceparent` so the sink's server span is its child.
+        let span = tracing::info_span!(
+            "HTTP client",
+            otel.name = "POST",
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = "POST",
+            url.full = %self.url,
+            http.response.status_code = tracing::field::Empty,
+            cloudevents.event_id = %event.id,
+            cloudevents.event_type = %event.ty,
+        );
+        let (mut parts, body) = event.to_http_request(&self.url)?.into_parts();
+        crate::telemetry::inject_headers(&span.context(), &mut parts.headers);
         let body = body.collect().await?.to_bytes();
         let request = axum::http::Request::from_parts(parts, Full::new(body));
         let response = tokio::time::timeout(
             std::time::Duration::from_secs(10),
             self.client.request(request),
         )
+        .instrument(span.clone())
         .await
         .context("event sink timed out")??;
-        anyhow::ensure!(
-            response.status().is_success(),
-            "event sink answered {}",
-            response.status()
+        let status = response.status();
+        span.record("http.response.status_code", status.as_u16());
+        if !status.is_success() {
+            span.record("otel.status_code", "error");
+        }
+        anyhow::ensure!(status.is_success(), "event sink answered {status}");
+        crate::telemetry::metrics::get().events_published.add(
+            1,
+            &[opentelemetry::KeyValue::new(
+                "cloudevents.event_type",
+                event.ty.clone(),
+            )],
         );
         Ok(())
     }

@@ -20,7 +20,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use clap::Parser;
-use opentelemetry::KeyValue;
+use std::sync::Arc;
+
+use opentelemetry::{KeyValue, StringValue};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -240,6 +242,20 @@ async fn require_json_content_type(req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
+/// The method as a `'static` str (no allocation per request for the common ones).
+fn method_name(method: &Method) -> StringValue {
+    match *method {
+        Method::GET => "GET".into(),
+        Method::POST => "POST".into(),
+        Method::PUT => "PUT".into(),
+        Method::DELETE => "DELETE".into(),
+        Method::PATCH => "PATCH".into(),
+        Method::HEAD => "HEAD".into(),
+        Method::OPTIONS => "OPTIONS".into(),
+        _ => "_OTHER".into(),
+    }
+}
+
 /// The HTTP server span of a request (OpenTelemetry HTTP semantic conventions),
 /// continuing the caller's trace from `traceparent` (or a binary-mode CloudEvent's
 /// `ce-traceparent`), plus its access log line and duration metric. Probes get neither:
@@ -250,10 +266,11 @@ async fn http_span(req: Request, next: Next) -> Response {
         return next.run(req).await;
     }
     let method = req.method().clone();
-    let route = req
+    // Shared, not copied: it goes into the span, the metric and the access line.
+    let route: Option<Arc<str>> = req
         .extensions()
         .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned());
+        .map(|p| Arc::from(p.as_str()));
     let name = match &route {
         Some(route) => format!("{method} {route}"),
         None => method.to_string(),
@@ -292,8 +309,13 @@ async fn http_span(req: Request, next: Next) -> Response {
     crate::telemetry::metrics::get().http_duration.record(
         latency.as_secs_f64(),
         &[
-            KeyValue::new("http.request.method", method.to_string()),
-            KeyValue::new("http.route", route.clone().unwrap_or_default()),
+            KeyValue::new("http.request.method", method_name(&method)),
+            KeyValue::new(
+                "http.route",
+                route
+                    .clone()
+                    .map_or_else(|| StringValue::from(""), StringValue::from),
+            ),
             KeyValue::new("http.response.status_code", i64::from(status)),
         ],
     );

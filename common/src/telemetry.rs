@@ -38,7 +38,7 @@ use tracing_subscriber::{EnvFilter, Layer as _};
 
 /// Level of the spans sent to OpenTelemetry (independent of the log level): every span
 /// we create is INFO, so traces are whole even when logs show only warnings.
-const SPAN_FILTER: &str = "info";
+const SPAN_LEVEL: tracing::Level = tracing::Level::INFO;
 
 /// Log records that must never be exported as OTLP logs: the exporter's own HTTP client
 /// logging its requests would feed itself.
@@ -137,7 +137,17 @@ pub fn init(service: &'static str, log_level: &str) -> Telemetry {
         .with_tracked_inactivity(false)
         .with_location(false)
         .with_threads(false)
-        .with_filter(EnvFilter::new(SPAN_FILTER));
+        .with_target(false)
+        .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+            // Spans at INFO and above make the traces; of the events, only warnings and
+            // errors become span events (an access line per request would double
+            // every request's export for nothing: it is in the logs).
+            if meta.is_span() {
+                *meta.level() <= SPAN_LEVEL
+            } else {
+                *meta.level() <= tracing::Level::WARN
+            }
+        }));
     let otlp_logs = exporting.as_ref().map(|e| {
         let mut filter = log_filter();
         for directive in EXPORT_LOOP_TARGETS.split(',') {

@@ -7,6 +7,7 @@
 //! | `db.client.operation.duration` (s) | histogram | `db.system.name`, `db.operation.name`, `db.collection.name` |
 //! | `missive.events.published` | counter | `messaging.destination.name`, `cloudevents.event_type` |
 //! | `missive.events.consumed` / `.retried` / `.dead_lettered` | counter | `missive.sink` |
+//! | `missive.events.lag` (s) | histogram | `cloudevents.event_type` (event `time` to handling) |
 //! | `missive.outbox.backlog` | gauge | (unsent outbox rows the relay saw) |
 //! | `missive.session.lookups` | counter | `missive.result` = `hit` or `miss` |
 //! | `missive.signups` / `missive.logins` / `missive.messages.created` | counter | |
@@ -29,6 +30,8 @@ pub struct Metrics {
     pub events_published: Counter<u64>,
     /// Events an event function finished (2xx).
     pub events_consumed: Counter<u64>,
+    /// Event time to the start of its handling.
+    pub events_lag: Histogram<f64>,
     /// Deliveries retried.
     pub events_retried: Counter<u64>,
     /// Events sent to the dead-letter topic.
@@ -78,6 +81,17 @@ pub fn get() -> &'static Metrics {
             events_consumed: meter
                 .u64_counter("missive.events.consumed")
                 .with_description("Events delivered to an event function and accepted.")
+                .build(),
+            events_lag: meter
+                .f64_histogram("missive.events.lag")
+                .with_unit("s")
+                .with_description(
+                    "Time from an event's `time` to an event function starting on it.",
+                )
+                .with_boundaries(vec![
+                    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                    60.0, 300.0,
+                ])
                 .build(),
             events_retried: meter
                 .u64_counter("missive.events.retried")
