@@ -38,7 +38,7 @@ run() {
   rm -rf "$work"
 }
 
-for _ in 1 2; do
+for _ in $(seq 1 "${ROUNDS:-2}"); do
   [ -n "${2:-}" ] && run base "$2" ""
   run off "$1" ""
   run on "$1" "http://127.0.0.1:$sink_port"

@@ -17,6 +17,16 @@ pub struct Dev {
     pub output: Arc<Mutex<Vec<String>>>,
 }
 
+/// A test that fails midway must not leave its server running (and consuming Kafka).
+impl Drop for Dev {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// `missive` with a clean environment, listening on a free port.
 pub fn missive() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_missive"));
