@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, then every test on both backends (embedded
-# SQLite + in-process store, and MariaDB + Redis). Needs MariaDB and Redis running
+# The whole test suite: formatting, lints, static checks of the observability config, the
+# web app (build, unit tests, end-to-end in Chromium), then every Rust test on both
+# backends (embedded SQLite + in-process store, and MariaDB + Redis). Needs MariaDB and Redis running
 # (scripts/services.sh starts them) and a Kafka broker (scripts/kafka.sh); override where
 # they are with MISSIVE_TEST_DATABASE_URL, MISSIVE_TEST_REDIS_URL and
 # MISSIVE_TEST_KAFKA_BROKERS.
@@ -21,4 +22,19 @@ fi
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 python3 scripts/check_observability.py
+
+# The web app: type-check and build (warnings fail), size budget, unit tests, then the
+# end-to-end suite in Chromium against a real `missive dev` serving the build.
+(
+  cd frontend
+  npm ci --no-audit --no-fund --loglevel=error
+  build_log=$(npm run build 2>&1) || { echo "$build_log"; exit 1; }
+  echo "$build_log" | tail -n 3
+  if echo "$build_log" | grep -qiE '\bwarn(ing)?\b'; then echo "$build_log"; echo "frontend build has warnings" >&2; exit 1; fi
+  node scripts/size.mjs
+  npm test
+)
+cargo build -p missive --quiet
+MISSIVE_BIN="${CARGO_TARGET_DIR:-target}/debug/missive" node frontend/tests/e2e/run.mjs
+
 cargo nextest run --workspace --no-fail-fast

@@ -5,6 +5,7 @@
 //! Service, and events travel through Knative Eventing instead of the in-process bus.
 
 pub mod dispatcher;
+pub mod frontend;
 
 use axum::routing::get;
 use axum::{Json, Router};

@@ -45,6 +45,9 @@ struct DispatchArgs {
     /// First retry delay in milliseconds; doubles on each retry.
     #[arg(long, env = "DISPATCH_BACKOFF_MS", default_value_t = 200)]
     dispatch_backoff_ms: u64,
+    /// The built web app `missive dev` serves at `/`.
+    #[arg(long, env = "FRONTEND_DIR", default_value = "frontend/dist")]
+    frontend_dir: std::path::PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -134,7 +137,17 @@ async fn dev(mut config: Config, dispatch: DispatchArgs) -> anyhow::Result<()> {
         .to_owned();
     prepare_database(&url, 1).await?;
     let state = AppState::build(config)?;
-    let app = missive::app(state.clone());
+    if !missive::frontend::is_built(&dispatch.frontend_dir) {
+        tracing::warn!(
+            dir = %dispatch.frontend_dir.display(),
+            build = missive::frontend::BUILD_HINT,
+            "the web app is not built; serving the API only"
+        );
+    }
+    let app = missive::frontend::with_site(
+        missive::app(state.clone()),
+        missive::frontend::site(dispatch.frontend_dir.clone()),
+    );
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(brokers) = state.config.kafka_brokers.clone() {
         start_dispatchers(&state, &brokers, &dispatch, &mut tasks).await?;

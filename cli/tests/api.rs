@@ -715,6 +715,11 @@ api_test!(idempotency_key_replays_the_first_response, |b| async move {
     };
     let first = post(alice.clone(), "once", "draft-1").await;
     assert_eq!(first.status, StatusCode::CREATED);
+    // Any text, not only ASCII, is stored with its key (the response is replayed as is).
+    let korean = post(alice.clone(), "안녕 🦀", "draft-ko").await;
+    assert_eq!(korean.status, StatusCode::CREATED, "{}", korean.json());
+    let replay = post(alice.clone(), "안녕 🦀", "draft-ko").await;
+    assert_eq!(replay.json(), korean.json());
     let again = post(alice.clone(), "once, edited", "draft-1").await;
     assert_eq!(again.status, StatusCode::CREATED);
     assert_eq!(
@@ -733,7 +738,7 @@ api_test!(idempotency_key_replays_the_first_response, |b| async move {
     let bobs = post(bob.clone(), "bob's", "draft-1").await;
     assert_ne!(bobs.json()["id"], first.json()["id"]);
     let list = app.get("/api/messages", Some(&alice)).await;
-    assert_eq!(texts(&list.json()), ["burst", "once"]);
+    assert_eq!(texts(&list.json()), ["burst", "안녕 🦀", "once"]);
     // Only message.created events for real creations.
     let created = app
         .activity_types(&alice)
@@ -741,7 +746,7 @@ api_test!(idempotency_key_replays_the_first_response, |b| async move {
         .into_iter()
         .filter(|t| t == "message.created")
         .count();
-    assert_eq!(created, 2);
+    assert_eq!(created, 3);
     for bad in ["", &"k".repeat(256), "has space", "é"] {
         let res = app
             .send(

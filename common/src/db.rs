@@ -121,12 +121,16 @@ pub struct Db {
 }
 
 fn migrator(backend: Backend) -> Migrator {
-    let files: [(&str, &str); 2] = match backend {
+    let files: [(&str, &str); 3] = match backend {
         Backend::MariaDb => [
             ("init", include_str!("../../migrations/mysql/0001_init.sql")),
             (
                 "outbox",
                 include_str!("../../migrations/mysql/0002_outbox.sql"),
+            ),
+            (
+                "idempotency utf8",
+                include_str!("../../migrations/mysql/0003_idempotency_utf8.sql"),
             ),
         ],
         Backend::Sqlite => [
@@ -137,6 +141,10 @@ fn migrator(backend: Backend) -> Migrator {
             (
                 "outbox",
                 include_str!("../../migrations/sqlite/0002_outbox.sql"),
+            ),
+            (
+                "idempotency utf8",
+                include_str!("../../migrations/sqlite/0003_idempotency_utf8.sql"),
             ),
         ],
     };

@@ -1,0 +1,101 @@
+// The HTTP API (README "HTTP API"): JSON in and out, errors as
+// {"error": {"code", "message"}}. Same origin, so the HttpOnly session cookie rides along.
+
+export interface Message {
+  id: string
+  text: string
+  created_at: string
+}
+
+export interface MessagePage {
+  items: Message[]
+  next_cursor: string | null
+}
+
+export interface ActivityEntry {
+  type: string
+  at: string
+  detail: Record<string, unknown>
+}
+
+/** An API error: the server's code and message, and the HTTP status. */
+export class ApiError extends Error {
+  constructor(
+    public readonly status: number,
+    public readonly code: string,
+    message: string,
+  ) {
+    super(message)
+    this.name = 'ApiError'
+  }
+}
+
+type Listener = () => void
+const unauthorizedListeners = new Set<Listener>()
+
+/** Called whenever any request answers 401: the app returns to the login screen. */
+export function onUnauthorized(listener: Listener): () => void {
+  unauthorizedListeners.add(listener)
+  return () => unauthorizedListeners.delete(listener)
+}
+
+async function request<T>(
+  method: string,
+  path: string,
+  body?: unknown,
+  headers: Record<string, string> = {},
+): Promise<T> {
+  const init: RequestInit = { method, headers: { ...headers }, credentials: 'same-origin' }
+  if (body !== undefined) {
+    ;(init.headers as Record<string, string>)['content-type'] = 'application/json'
+    init.body = JSON.stringify(body)
+  }
+  let response: Response
+  try {
+    response = await fetch(path, init)
+  } catch {
+    throw new ApiError(0, 'network', 'The server cannot be reached. Check your connection.')
+  }
+  if (response.status === 204) return undefined as T
+  const text = await response.text()
+  let json: unknown = undefined
+  try {
+    json = text ? JSON.parse(text) : undefined
+  } catch {
+    // Not JSON (a proxy's error page): reported below with the status.
+  }
+  if (!response.ok) {
+    const error = (json as { error?: { code?: string; message?: string } } | undefined)?.error
+    if (response.status === 401) unauthorizedListeners.forEach((l) => l())
+    throw new ApiError(
+      response.status,
+      error?.code ?? 'http_' + response.status,
+      error?.message ?? `The server answered ${response.status}.`,
+    )
+  }
+  return json as T
+}
+
+export const api = {
+  me: () => request<{ username: string }>('GET', '/api/auth/me'),
+  signup: (username: string, password: string) =>
+    request<{ username: string }>('POST', '/api/auth/signup', { username, password }),
+  login: (username: string, password: string) =>
+    request<{ username: string }>('POST', '/api/auth/login', { username, password }),
+  logout: () => request<void>('POST', '/api/auth/logout', {}),
+  messages: (before?: string | null, limit = 20) => {
+    const query = new URLSearchParams({ limit: String(limit) })
+    if (before) query.set('before', before)
+    return request<MessagePage>('GET', `/api/messages?${query}`)
+  },
+  /** `idempotencyKey` is per draft: sending the same draft twice creates one message. */
+  post: (text: string, idempotencyKey: string) =>
+    request<Message>('POST', '/api/messages', { text }, { 'idempotency-key': idempotencyKey }),
+  remove: (id: string) => request<void>('DELETE', `/api/messages/${encodeURIComponent(id)}`),
+  search: (q: string, limit = 50) =>
+    request<{ items: Message[] }>(
+      'GET',
+      `/api/messages/search?${new URLSearchParams({ q, limit: String(limit) })}`,
+    ),
+  activity: () => request<{ items: ActivityEntry[] }>('GET', '/api/activity?limit=50'),
+}
