@@ -35,9 +35,16 @@ export async function startTracing(config: RuntimeConfig): Promise<boolean> {
       'service.name': config.serviceName ?? 'missive-frontend',
       'service.namespace': 'missive',
     }),
-    spanProcessors: [new BatchSpanProcessor(new OTLPTraceExporter({ url: config.otlpTracesUrl }))],
+    // Small, frequent batches: a browser tab can vanish at any moment.
+    spanProcessors: [
+      new BatchSpanProcessor(new OTLPTraceExporter({ url: config.otlpTracesUrl }), {
+        scheduledDelayMillis: 1000,
+      }),
+    ],
   })
   provider.register()
+  // Leaving the page: send what is buffered (the exporter uses a keep-alive request).
+  addEventListener('pagehide', () => void provider.forceFlush())
   registerInstrumentations({
     instrumentations: [
       new FetchInstrumentation({

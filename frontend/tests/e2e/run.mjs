@@ -3,6 +3,7 @@
 //   MISSIVE_BIN=.../missive node tests/e2e/run.mjs
 // Screenshots (desktop and phone width) go to frontend/test-results/.
 import { spawn, execFileSync } from 'node:child_process'
+import { createServer } from 'node:http'
 import { mkdirSync, readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
@@ -216,6 +217,59 @@ try {
     await page.getByLabel('Password', { exact: true }).fill('alice-password')
     await page.getByRole('button', { name: 'Log in' }).click()
     await page.getByText('bulk message 25').waitFor()
+  })
+
+  await test('a 401 anywhere returns to the login screen', async () => {
+    await context.clearCookies()
+    await page.getByLabel('Message', { exact: true }).fill('session is gone')
+    await page.getByTestId('send').click()
+    await page.getByRole('heading', { name: 'Log in' }).waitFor()
+    await page.getByLabel('Username', { exact: true }).fill('alice')
+    await page.getByLabel('Password', { exact: true }).fill('alice-password')
+    await page.getByRole('button', { name: 'Log in' }).click()
+    await page.getByText('bulk message 25').waitFor()
+  })
+
+  await test('browser spans are exported and the API call carries their trace', async () => {
+    // A collector stand-in: OTLP/HTTP JSON, with the CORS answers a browser needs.
+    const received = []
+    const collector = createServer((req, res) => {
+      res.setHeader('access-control-allow-origin', '*')
+      res.setHeader('access-control-allow-headers', '*')
+      if (req.method === 'OPTIONS') return res.end()
+      let body = ''
+      req.on('data', (c) => (body += c))
+      req.on('end', () => {
+        try { received.push(JSON.parse(body)) } catch { /* protobuf would not parse; not expected */ }
+        res.setHeader('content-type', 'application/json')
+        res.end('{}')
+      })
+    })
+    await new Promise((r) => collector.listen(0, '127.0.0.1', r))
+    const traces = `http://127.0.0.1:${collector.address().port}/v1/traces`
+    const traced = await context.newPage()
+    // The runtime config, as an operator would deploy it.
+    await traced.route('**/config.json', (route) =>
+      route.fulfill({ json: { otlpTracesUrl: traces, serviceName: 'missive-frontend-e2e' } }))
+    const sent = []
+    traced.on('request', (r) => r.url().includes('/api/') && sent.push(r.headers()['traceparent']))
+    await traced.goto(url + '/')
+    await traced.getByLabel('Message', { exact: true }).fill('traced from the browser')
+    await traced.getByTestId('send').click()
+    await traced.getByText('traced from the browser').first().waitFor()
+    const traceparent = sent.filter(Boolean).pop()
+    assert(traceparent && /^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$/.test(traceparent), `traceparent ${traceparent}`)
+    const traceId = traceparent.split('-')[1]
+    const deadline = Date.now() + 10000
+    const spans = () => received.flatMap((r) => r.resourceSpans ?? []).flatMap((r) => r.scopeSpans ?? []).flatMap((s) => s.spans ?? [])
+    while (!spans().some((s) => s.traceId === traceId) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100))
+    await traced.close()
+    collector.close()
+    const fetchSpan = spans().find((s) => s.traceId === traceId)
+    assert(fetchSpan, `no exported span in trace ${traceId}: ${JSON.stringify(spans().map((s) => s.name))}`)
+    assert(!fetchSpan.parentSpanId, 'the browser span is the root')
+    assert(traceparent.split('-')[2] === fetchSpan.spanId, 'the API call is its child')
+    assert(spans().some((s) => s.name === 'documentLoad'), 'document load is traced')
   })
 
   await test('no errors in the browser console', async () => {
