@@ -21,12 +21,6 @@
 //! - [`telemetry`]: JSON logging.
 //! - [`testing`]: helpers that tests use to start the real app against either backend.
 
-/// Every binary links `common`, so this is the allocator of every function. glibc's
-/// malloc spent ~15 % of a request's CPU (consolidating arenas) under load in profiles of
-/// `GET /api/messages`; mimalloc's thread-local free lists do the same work for less.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 pub mod activity;
 pub mod api;
 pub mod config;
