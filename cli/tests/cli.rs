@@ -40,6 +40,27 @@ fn dev_runs_with_nothing_configured() {
         dir.join(".missive/missive.db").exists(),
         "SQLite file under ./.missive/"
     );
+    // No web app built here: `/` says how to build it, the API is unaffected, and the
+    // start-up log said so too.
+    let home = server.request("GET", "/", None, None);
+    assert_eq!(home.status, 503);
+    assert!(
+        home.body.contains("npm --prefix frontend ci"),
+        "{}",
+        home.body
+    );
+    let api = server.request("GET", "/api/nope", None, None);
+    assert_eq!(api.status, 404);
+    assert_eq!(api.json()["error"]["code"], "not_found");
+    assert!(
+        server
+            .output
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("the web app is not built")),
+        "start-up warns"
+    );
     server.stop();
     // Data survives a restart.
     let mut cmd = dev::missive();

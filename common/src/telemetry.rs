@@ -138,16 +138,22 @@ pub fn init(service: &'static str, log_level: &str) -> Telemetry {
         .with_location(false)
         .with_threads(false)
         .with_target(false)
-        .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
-            // Spans at INFO and above make the traces; of the events, only warnings and
-            // errors become span events (an access line per request would double
-            // every request's export for nothing: it is in the logs).
-            if meta.is_span() {
-                *meta.level() <= SPAN_LEVEL
-            } else {
-                *meta.level() <= tracing::Level::WARN
-            }
-        }));
+        .with_filter(
+            tracing_subscriber::filter::filter_fn(|meta| {
+                // Spans at INFO and above make the traces; of the events, only warnings and
+                // errors become span events (an access line per request would double
+                // every request's export for nothing: it is in the logs).
+                if meta.is_span() {
+                    *meta.level() <= SPAN_LEVEL
+                } else {
+                    *meta.level() <= tracing::Level::WARN
+                }
+            })
+            // Without a hint the subscriber's maximum level is computed from the other
+            // layers alone (WARN with LOG_LEVEL=warn), and INFO spans get disabled at their
+            // call sites, some of them, depending on registration order.
+            .with_max_level_hint(tracing::level_filters::LevelFilter::from_level(SPAN_LEVEL)),
+        );
     let otlp_logs = exporting.as_ref().map(|e| {
         let mut filter = log_filter();
         for directive in EXPORT_LOOP_TARGETS.split(',') {

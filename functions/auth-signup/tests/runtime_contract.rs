@@ -327,7 +327,8 @@ async fn spans_emitted_just_before_sigterm_reach_the_collector() {
         spans
             .iter()
             .any(|s| s.trace_id == server.trace_id && s.name == "INSERT users"),
-        "its SQL span too"
+        "its SQL span too: {:?}",
+        spans.iter().map(|s| &s.name).collect::<Vec<_>>()
     );
     assert!(
         receiver
