@@ -74,6 +74,22 @@ impl CloudEvent {
         }
     }
 
+    /// Runs an event function's `work` on this event: in its handling span, or, with spans
+    /// off, in the event's trace context (when the delivery did not already carry it).
+    pub async fn handle<F: std::future::Future>(&self, work: F) -> F::Output {
+        use tracing::Instrument as _;
+        if crate::telemetry::spans_enabled() {
+            return work.instrument(self.handling_span()).await;
+        }
+        let current = crate::telemetry::current_traceparent();
+        match self.traceparent().filter(|t| valid_traceparent(t)) {
+            Some(event) if current.as_deref().map(|c| &c[3..35]) != Some(&event[3..35]) => {
+                crate::telemetry::in_light_context(Some(event), work).await
+            }
+            _ => work.await,
+        }
+    }
+
     /// The span an event function handles this event in, with the CloudEvents semantic
     /// conventions' attributes. It continues the trace that caused the event: normally
     /// that is already the HTTP request's trace (Knative and our dispatcher send

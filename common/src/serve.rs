@@ -271,6 +271,26 @@ async fn http_span(req: Request, next: Next) -> Response {
         .extensions()
         .get::<MatchedPath>()
         .map(|p| Arc::from(p.as_str()));
+    if !crate::telemetry::spans_enabled() {
+        // No collector: no span, only the trace context (for events and log lines).
+        let headers = req.headers();
+        let parent = ["traceparent", "ce-traceparent"]
+            .iter()
+            .find_map(|name| headers.get(*name).and_then(|v| v.to_str().ok()))
+            .map(str::to_owned);
+        return crate::telemetry::in_light_context(parent.as_deref(), async move {
+            let started = Instant::now();
+            let response = next.run(req).await;
+            finish(
+                &method,
+                route,
+                response.status().as_u16(),
+                started.elapsed(),
+            );
+            response
+        })
+        .await;
+    }
     let name = match &route {
         Some(route) => format!("{method} {route}"),
         None => method.to_string(),
@@ -306,29 +326,30 @@ async fn http_span(req: Request, next: Next) -> Response {
         span.record("otel.status_code", "error");
         span.record("error.type", status.to_string());
     }
+    span.in_scope(|| finish(&method, route, status, latency));
+    response
+}
+
+/// The duration metric and the access line of a finished request.
+fn finish(method: &Method, route: Option<Arc<str>>, status: u16, latency: Duration) {
+    tracing::info!(
+        method = %method,
+        route = route.as_deref().unwrap_or("(unmatched)"),
+        status,
+        latency_ms = latency.as_secs_f64() * 1e3,
+        "request"
+    );
     crate::telemetry::metrics::get().http_duration.record(
         latency.as_secs_f64(),
         &[
-            KeyValue::new("http.request.method", method_name(&method)),
+            KeyValue::new("http.request.method", method_name(method)),
             KeyValue::new(
                 "http.route",
-                route
-                    .clone()
-                    .map_or_else(|| StringValue::from(""), StringValue::from),
+                route.map_or_else(|| StringValue::from(""), StringValue::from),
             ),
             KeyValue::new("http.response.status_code", i64::from(status)),
         ],
     );
-    span.in_scope(|| {
-        tracing::info!(
-            method = %method,
-            route = route.as_deref().unwrap_or("(unmatched)"),
-            status,
-            latency_ms = latency.as_secs_f64() * 1e3,
-            "request"
-        );
-    });
-    response
 }
 
 async fn with_timeout(limit: Duration, req: Request, next: Next) -> Response {

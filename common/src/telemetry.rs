@@ -108,7 +108,14 @@ pub fn init(service: &'static str, log_level: &str) -> Telemetry {
             .or_else(|_| EnvFilter::try_new(log_level))
             .unwrap_or_else(|_| EnvFilter::new("info"))
     };
-    let stdout = json_log::JsonLog::new(service_name).with_filter(log_filter());
+    // Events only: spans are the OpenTelemetry layer's business, and a filter that let
+    // them through would make every span live even when nothing exports them.
+    let stdout = json_log::JsonLog::new(service_name).with_filter(
+        tracing_subscriber::filter::FilterExt::and(
+            tracing_subscriber::filter::filter_fn(|meta| meta.is_event()),
+            log_filter(),
+        ),
+    );
 
     let exporting = match export_settings() {
         Some(settings) => match Exporting::start(&settings, &resource) {
@@ -120,8 +127,8 @@ pub fn init(service: &'static str, log_level: &str) -> Telemetry {
         },
         None => None,
     };
-    // Without a collector the tracer has no processor: spans still get ids, so the trace
-    // context propagates and logs carry it, but nothing is buffered or sent.
+    // Without a collector no span is built at all (see `spans_enabled`); the provider is
+    // still installed so that code asking for a tracer gets one that records nothing.
     let tracer_provider = exporting.as_ref().map_or_else(
         || {
             SdkTracerProvider::builder()
@@ -132,28 +139,31 @@ pub fn init(service: &'static str, log_level: &str) -> Telemetry {
     );
     let tracer = tracer_provider.tracer("missive");
     global::set_tracer_provider(tracer_provider);
-    let spans = tracing_opentelemetry::layer()
-        .with_tracer(tracer)
-        .with_tracked_inactivity(false)
-        .with_location(false)
-        .with_threads(false)
-        .with_target(false)
-        .with_filter(
-            tracing_subscriber::filter::filter_fn(|meta| {
-                // Spans at INFO and above make the traces; of the events, only warnings and
-                // errors become span events (an access line per request would double
-                // every request's export for nothing: it is in the logs).
-                if meta.is_span() {
-                    *meta.level() <= SPAN_LEVEL
-                } else {
-                    *meta.level() <= tracing::Level::WARN
-                }
-            })
-            // Without a hint the subscriber's maximum level is computed from the other
-            // layers alone (WARN with LOG_LEVEL=warn), and INFO spans get disabled at their
-            // call sites, some of them, depending on registration order.
-            .with_max_level_hint(tracing::level_filters::LevelFilter::from_level(SPAN_LEVEL)),
-        );
+    let _ = SPANS.set(exporting.is_some());
+    let spans = exporting.is_some().then(|| {
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_tracked_inactivity(false)
+            .with_location(false)
+            .with_threads(false)
+            .with_target(false)
+            .with_filter(
+                tracing_subscriber::filter::filter_fn(|meta| {
+                    // Spans at INFO and above make the traces; of the events, only warnings and
+                    // errors become span events (an access line per request would double
+                    // every request's export for nothing: it is in the logs).
+                    if meta.is_span() {
+                        *meta.level() <= SPAN_LEVEL
+                    } else {
+                        *meta.level() <= tracing::Level::WARN
+                    }
+                })
+                // Without a hint the subscriber's maximum level is computed from the other
+                // layers alone (WARN with LOG_LEVEL=warn), and INFO spans get disabled at their
+                // call sites, some of them, depending on registration order.
+                .with_max_level_hint(tracing::level_filters::LevelFilter::from_level(SPAN_LEVEL)),
+            )
+    });
     let otlp_logs = exporting.as_ref().map(|e| {
         let mut filter = log_filter();
         for directive in EXPORT_LOOP_TARGETS.split(',') {
@@ -318,8 +328,51 @@ fn resource(service: &'static str) -> Resource {
 /// any span (or when no tracing subscriber is installed).
 pub fn current_traceparent() -> Option<String> {
     use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    if !spans_enabled() {
+        return LIGHT_CONTEXT.try_with(Clone::clone).ok();
+    }
     let cx = tracing::Span::current().context();
     traceparent_of(&cx)
+}
+
+/// Whether spans are built (a collector is configured). Without one, no OpenTelemetry
+/// layer is installed, spans cost nothing, and the trace context travels in a task-local
+/// `traceparent` instead: enough for events to continue the request's trace and for log
+/// lines to carry its ids.
+pub fn spans_enabled() -> bool {
+    SPANS.get().copied().unwrap_or(false)
+}
+
+static SPANS: OnceLock<bool> = OnceLock::new();
+
+tokio::task_local! {
+    /// The trace context of the work in progress when spans are off.
+    static LIGHT_CONTEXT: String;
+}
+
+/// Runs `work` as a unit of the trace `parent` names (a `traceparent`, or none for a new
+/// trace) when spans are off: it gets its own span id, which events and log lines carry.
+/// With spans on it just runs `work` (its span does this job).
+pub async fn in_light_context<F: std::future::Future>(parent: Option<&str>, work: F) -> F::Output {
+    if spans_enabled() {
+        return work.await;
+    }
+    let traceparent = match parent.filter(|p| crate::events::valid_traceparent(p)) {
+        Some(parent) => {
+            let span: [u8; 8] = rand::random();
+            let hex: String = span.iter().map(|b| format!("{b:02x}")).collect();
+            format!("{}-{hex}-{}", &parent[..35], &parent[53..])
+        }
+        None => crate::events::new_traceparent(),
+    };
+    LIGHT_CONTEXT.scope(traceparent, work).await
+}
+
+/// `trace_id` and `span_id` of the light context, for log lines when spans are off.
+pub(crate) fn light_ids() -> Option<(String, String)> {
+    LIGHT_CONTEXT
+        .try_with(|t| (t[3..35].to_owned(), t[36..52].to_owned()))
+        .ok()
 }
 
 /// The `traceparent` of the span in `cx`, if it is valid.

@@ -55,18 +55,24 @@ fn format_line(service: &str, event: &Event<'_>) -> String {
     line.push_str(",\"service.name\":");
     push_json(&mut line, service);
     // The tracing-opentelemetry layer makes an entered span's context current.
-    opentelemetry::Context::map_current(|cx| {
+    let ids = opentelemetry::Context::map_current(|cx| {
         let span = cx.span();
         let context = span.span_context();
-        if context.is_valid() {
-            let _ = write!(
-                line,
-                ",\"trace_id\":\"{}\",\"span_id\":\"{}\"",
-                context.trace_id(),
-                context.span_id()
-            );
-        }
-    });
+        context.is_valid().then(|| {
+            (
+                context.trace_id().to_string(),
+                context.span_id().to_string(),
+            )
+        })
+    })
+    // Spans off: the task's light trace context.
+    .or_else(super::light_ids);
+    if let Some((trace_id, span_id)) = ids {
+        let _ = write!(
+            line,
+            ",\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\""
+        );
+    }
     for (name, value) in fields.rest {
         line.push(',');
         push_json(&mut line, name);

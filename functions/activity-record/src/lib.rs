@@ -18,7 +18,6 @@ use common::activity::{Entry, Recorded};
 use common::domain::Username;
 use common::events::CloudEvent;
 use common::{ApiError, AppState};
-use tracing::Instrument as _;
 
 /// Knative service name.
 pub const NAME: &str = env!("CARGO_PKG_NAME");
@@ -38,11 +37,10 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn record(State(state): State<AppState>, event: CloudEvent) -> Result<StatusCode, ApiError> {
-    let span = event.handling_span();
-    append(state, event).instrument(span).await
+    event.handle(append(state, &event)).await
 }
 
-async fn append(state: AppState, event: CloudEvent) -> Result<StatusCode, ApiError> {
+async fn append(state: AppState, event: &CloudEvent) -> Result<StatusCode, ApiError> {
     let Some(kind) = event.missive_kind().filter(|k| KINDS.contains(k)) else {
         // Not ours to record (a trigger filter should not have sent it); accepting it
         // keeps it out of the dead-letter topic, which is for events that failed.
@@ -62,7 +60,7 @@ async fn append(state: AppState, event: CloudEvent) -> Result<StatusCode, ApiErr
             .unwrap_or_else(|| common::db::rfc3339_millis(common::db::now_millis())),
         detail: event.data.clone(),
     };
-    match state.activity.record(&user, &event, &entry).await? {
+    match state.activity.record(&user, event, &entry).await? {
         Recorded::New => tracing::debug!(event.id = %event.id, "recorded"),
         Recorded::Duplicate => tracing::debug!(event.id = %event.id, "duplicate ignored"),
     }

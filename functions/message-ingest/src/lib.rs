@@ -21,7 +21,6 @@ use common::domain::{MessageText, Username};
 use common::events::{self, CloudEvent};
 use common::{ApiError, AppState};
 use serde::Deserialize;
-use tracing::Instrument as _;
 
 /// Knative service name, also the source of the events it emits.
 pub const NAME: &str = env!("CARGO_PKG_NAME");
@@ -44,11 +43,10 @@ struct Submitted {
 async fn ingest(State(state): State<AppState>, event: CloudEvent) -> Result<StatusCode, ApiError> {
     // Everything below, and the message.created event it writes, continues the
     // producer's trace.
-    let span = event.handling_span();
-    store(state, event).instrument(span).await
+    event.handle(store(state, &event)).await
 }
 
-async fn store(state: AppState, event: CloudEvent) -> Result<StatusCode, ApiError> {
+async fn store(state: AppState, event: &CloudEvent) -> Result<StatusCode, ApiError> {
     if event.ty != SUBMITTED_TYPE && event.ty != common::kafka::KAFKA_EVENT_TYPE {
         return Err(ApiError::InvalidEvent(format!(
             "expected {SUBMITTED_TYPE}, got {}",
