@@ -210,6 +210,13 @@ fn export_settings() -> Option<HashMap<&'static str, String>> {
             );
         }
     }
+    if !cfg!(feature = "otlp-tls") && endpoints.values().any(|url| url.starts_with("https:")) {
+        eprintln!(
+            "telemetry: not exporting: an https:// OTLP endpoint needs a build with \
+             --features common/otlp-tls (or point at the in-cluster collector over http://)"
+        );
+        return None;
+    }
     (!endpoints.is_empty()).then_some(endpoints)
 }
 
@@ -271,6 +278,7 @@ impl opentelemetry_http::HttpClient for LazyClient {
     ) -> Result<axum::http::Response<bytes::Bytes>, opentelemetry_http::HttpError> {
         let client = self.0.get_or_init(|| {
             // HTTPS to a remote collector: rustls with ring (no OpenSSL in the image).
+            #[cfg(feature = "otlp-tls")]
             let _ = rustls::crypto::ring::default_provider().install_default();
             reqwest::blocking::Client::builder()
                 .timeout(Duration::from_secs(10))
