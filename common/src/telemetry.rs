@@ -4,7 +4,7 @@
 //!
 //! Configured only by the standard OpenTelemetry variables:
 //! - `OTEL_EXPORTER_OTLP_ENDPOINT` (or the per-signal `..._TRACES_/_METRICS_/_LOGS_ENDPOINT`):
-//!   unset means nothing is exported and no exporter thread runs;
+//!   unset means nothing is exported, no exporter thread runs and no span is built;
 //! - `OTEL_EXPORTER_OTLP_HEADERS` (e.g. `authorization=Bearer%20...` for a remote collector),
 //!   `OTEL_EXPORTER_OTLP_TIMEOUT`, `OTEL_EXPORTER_OTLP_COMPRESSION`;
 //! - `OTEL_SERVICE_NAME` (default: the function's name), `OTEL_RESOURCE_ATTRIBUTES`;
@@ -12,9 +12,11 @@
 //!   `parentbased_traceidratio` keeps the caller's decision and samples new roots);
 //! - `OTEL_SDK_DISABLED=true` turns export off whatever else is set.
 //!
-//! Spans are `tracing` spans; `tracing-opentelemetry` turns them into OpenTelemetry spans
-//! whether or not they are exported, so the W3C trace context flows through HTTP calls and
-//! events, and every log line inside a span carries its `trace_id` and `span_id`.
+//! With a collector, spans are `tracing` spans that `tracing-opentelemetry` turns into
+//! OpenTelemetry spans. Without one, that layer is not installed (spans cost nothing) and
+//! each request or event runs in a task-local `traceparent` instead ([`in_light_context`]).
+//! Either way the W3C trace context flows through HTTP calls and events, and every log
+//! line of a request carries its `trace_id` and `span_id`.
 
 mod json_log;
 pub mod metrics;
