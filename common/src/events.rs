@@ -96,8 +96,6 @@ impl CloudEvent {
     /// `traceparent`); when it is not (a structured-mode event without the header), the
     /// span joins the event's trace and links the request's.
     pub fn handling_span(&self) -> tracing::Span {
-        use opentelemetry::trace::TraceContextExt as _;
-        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
         let span = tracing::info_span!(
             "process event",
             otel.name = format!("process {}", self.ty),
@@ -117,18 +115,7 @@ impl CloudEvent {
                 )],
             );
         }
-        if let Some(traceparent) = self.traceparent().filter(|t| valid_traceparent(t)) {
-            let event_cx = crate::telemetry::context_from_traceparent(traceparent);
-            let current = tracing::Span::current().context();
-            let current_span = current.span();
-            let request = current_span.span_context();
-            if request.trace_id() != event_cx.span().span_context().trace_id() {
-                let _ = span.set_parent(event_cx);
-                if request.is_valid() {
-                    span.add_link(request.clone());
-                }
-            }
-        }
+        crate::telemetry::join_trace(&span, self.traceparent());
         span
     }
 

@@ -170,7 +170,6 @@ impl EventPublisher for KafkaPublisher {
 /// trace the event belongs to (its `traceparent`), so an event the relay publishes a
 /// minute later still lands in the request's trace; the relay's own span is linked.
 fn producer_span(topic: &str, event: &CloudEvent) -> tracing::Span {
-    use opentelemetry::trace::TraceContextExt as _;
     let span = tracing::info_span!(
         "kafka send",
         otel.name = format!("send {topic}"),
@@ -188,21 +187,7 @@ fn producer_span(topic: &str, event: &CloudEvent) -> tracing::Span {
         cloudevents.event_type = %event.ty,
         "error.type" = tracing::field::Empty,
     );
-    if let Some(traceparent) = event
-        .traceparent()
-        .filter(|t| crate::events::valid_traceparent(t))
-    {
-        let origin = crate::telemetry::context_from_traceparent(traceparent);
-        let current = tracing::Span::current().context();
-        let current_span = current.span();
-        let caller = current_span.span_context();
-        if caller.trace_id() != origin.span().span_context().trace_id() {
-            let _ = span.set_parent(origin);
-            if caller.is_valid() {
-                span.add_link(caller.clone());
-            }
-        }
-    }
+    crate::telemetry::join_trace(&span, event.traceparent());
     span
 }
 

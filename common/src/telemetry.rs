@@ -59,11 +59,6 @@ struct Exporting {
 }
 
 impl Telemetry {
-    /// Whether spans, metrics and logs are exported to a collector.
-    pub fn exporting(&self) -> bool {
-        self.exporting.is_some()
-    }
-
     /// Exports everything still buffered and stops the exporters. Blocking (the
     /// exporters' HTTP client is); called once when the process is about to exit, so a
     /// function that scales to zero loses none of its last spans.
@@ -410,6 +405,30 @@ pub fn context_from_headers(headers: &axum::http::HeaderMap) -> opentelemetry::C
     match headers.get("ce-traceparent").and_then(|v| v.to_str().ok()) {
         Some(traceparent) => context_from_traceparent(traceparent),
         None => opentelemetry::Context::new(),
+    }
+}
+
+/// Puts a new (not yet entered) `span` in the trace an event belongs to. If the event's
+/// `traceparent` names another trace than the current span's (a relay publishing an old
+/// row, a structured event delivered without the header), the span becomes a child of the
+/// event's context and links the current span; otherwise it stays the current span's
+/// child.
+pub fn join_trace(span: &tracing::Span, event_traceparent: Option<&str>) {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let Some(traceparent) = event_traceparent.filter(|t| crate::events::valid_traceparent(t))
+    else {
+        return;
+    };
+    let origin = context_from_traceparent(traceparent);
+    let current = tracing::Span::current().context();
+    let current_span = current.span();
+    let caller = current_span.span_context();
+    if caller.trace_id() != origin.span().span_context().trace_id() {
+        let _ = span.set_parent(origin);
+        if caller.is_valid() {
+            span.add_link(caller.clone());
+        }
     }
 }
 
