@@ -24,6 +24,7 @@ ENV = {
     # Real URLs; nothing connects at start-up (the pools are lazy), which is the point.
     "DATABASE_URL": "mysql://root@127.0.0.1:3306/missive_bench",
     "REDIS_URL": "redis://127.0.0.1:6379",
+    "KAFKA_BROKERS": os.environ.get("MISSIVE_TEST_KAFKA_BROKERS", "127.0.0.1:9092"),
     "LOG_LEVEL": "warn",
 }
 # With OTEL_EXPORTER_OTLP_ENDPOINT set, the exporters are built at start-up too (the

@@ -137,16 +137,16 @@ async fn dev(mut config: Config, dispatch: DispatchArgs) -> anyhow::Result<()> {
         .to_owned();
     prepare_database(&url, 1).await?;
     let state = AppState::build(config)?;
-    if !missive::frontend::is_built(&dispatch.frontend_dir) {
+    if !web::is_built(&dispatch.frontend_dir) {
         tracing::warn!(
             dir = %dispatch.frontend_dir.display(),
-            build = missive::frontend::BUILD_HINT,
+            build = web::BUILD_HINT,
             "the web app is not built; serving the API only"
         );
     }
     let app = missive::frontend::with_site(
         missive::app(state.clone()),
-        missive::frontend::site(dispatch.frontend_dir.clone()),
+        web::site(dispatch.frontend_dir.clone()),
     );
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(brokers) = state.config.kafka_brokers.clone() {

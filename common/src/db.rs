@@ -118,6 +118,8 @@ pub struct Db {
     /// Group commit for new messages, started on first use.
     batcher: Arc<OnceLock<batch::Batcher>>,
     backend: Backend,
+    /// Set once the schema was seen migrated as far as this build needs (see [`Db::ping`]).
+    schema_current: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn migrator(backend: Backend) -> Migrator {
@@ -181,6 +183,7 @@ impl Db {
             writer,
             batcher: Arc::new(OnceLock::new()),
             backend,
+            schema_current: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         })
     }
 
@@ -247,10 +250,32 @@ impl Db {
         self.backend
     }
 
-    /// Round trip to the database (readiness).
+    /// Readiness: a round trip to the database, and (until seen once) a schema migrated
+    /// at least as far as this build needs. A new revision deployed before the release's
+    /// `missive migrate` Job has finished therefore stays unready and takes no traffic;
+    /// an older revision on a newer schema is ready (migrations only add).
     pub async fn ping(&self) -> anyhow::Result<()> {
+        use std::sync::atomic::Ordering;
         let mut conn = self.pool.acquire().await?;
-        conn.ping().await?;
+        if self.schema_current.load(Ordering::Relaxed) {
+            conn.ping().await?;
+            return Ok(());
+        }
+        let needed = migrator(self.backend).iter().count() as i64;
+        // Versions are 1..=N without gaps, so the count of applied ones is the version. No
+        // table yet (a database never migrated) counts as none.
+        let applied: i64 = query("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = TRUE")
+            .fetch_one(&mut *conn)
+            .await
+            .ok()
+            .and_then(|row| row.try_get(0).ok())
+            .unwrap_or(0);
+        if applied < needed {
+            anyhow::bail!(
+                "the database schema is at migration {applied}, this build needs {needed}: run `missive migrate`"
+            );
+        }
+        self.schema_current.store(true, Ordering::Relaxed);
         Ok(())
     }
 

@@ -45,28 +45,68 @@ struct FunctionArgs {
 /// serve `router` until SIGTERM.
 pub fn run_function(name: &'static str, router: fn(AppState) -> Router) -> ExitCode {
     let config = FunctionArgs::parse().config;
-    let telemetry = crate::telemetry::init(name, &config.log_level);
+    let log_level = config.log_level.clone();
+    run(name, &log_level, async move {
+        if config.redis_url.is_none() {
+            // The in-process store would give each function instance its own
+            // sessions: a login on one instance would be unknown to the next.
+            anyhow::bail!("REDIS_URL is required (the in-process store is for `missive dev` only)");
+        }
+        let state = AppState::build(config)?;
+        if state.config.kafka_brokers.is_none() && state.config.k_sink.is_none() {
+            // The in-process bus has no subscriber in a function's own process: events
+            // would be marked sent and lost.
+            anyhow::bail!(
+                "KAFKA_BROKERS or K_SINK is required (the in-process bus is for `missive dev` only)"
+            );
+        }
+        let app = app(router(state.clone()), state.clone());
+        let listener = bind(state.config.port).await?;
+        Ok(Serving {
+            listener,
+            app,
+            shutdown: state.shutdown.clone(),
+            grace: state.config.shutdown_grace(),
+            db: Some(state.db.clone()),
+        })
+    })
+}
+
+/// What [`run`] serves: built by the binary, served by the contract.
+pub struct Serving {
+    /// Bound to `$PORT`.
+    pub listener: TcpListener,
+    /// The app, with whatever layers it needs ([`app`] or [`observed`]).
+    pub app: Router,
+    /// Cancelled on SIGTERM/SIGINT (long-lived responses end with it).
+    pub shutdown: CancellationToken,
+    /// How long in-flight requests may drain after the signal.
+    pub grace: Duration,
+    /// Closed after draining, so MariaDB sees a clean disconnect.
+    pub db: Option<crate::db::Db>,
+}
+
+/// The runtime contract around any app: telemetry, a multi-threaded runtime, signal
+/// handlers registered before readiness is announced, serving until SIGTERM, draining,
+/// flushing telemetry, and exit status 0 or 1 with the cause on stderr.
+pub fn run(
+    name: &'static str,
+    log_level: &str,
+    build: impl Future<Output = anyhow::Result<Serving>>,
+) -> ExitCode {
+    let telemetry = crate::telemetry::init(name, log_level);
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")
         .and_then(|runtime| {
             runtime.block_on(async move {
-                if config.redis_url.is_none() {
-                    // The in-process store would give each function instance its own
-                    // sessions: a login on one instance would be unknown to the next.
-                    anyhow::bail!(
-                        "REDIS_URL is required (the in-process store is for `missive dev` only)"
-                    );
-                }
-                let state = AppState::build(config)?;
-                cancel_on_signal(state.shutdown.clone())?;
-                let app = app(router(state.clone()), state.clone());
-                let listener = bind(state.config.port).await?;
-                let addr = listener.local_addr()?;
+                let serving = build.await?;
+                cancel_on_signal(serving.shutdown.clone())?;
+                let addr = serving.listener.local_addr()?;
                 let ready = crate::telemetry::metrics::record_ready();
                 tracing::info!(function = name, %addr, start_to_ready_ms = ready.as_secs_f64() * 1e3, "serving");
-                serve(listener, app, state).await
+                serve_until(serving).await
             })
         });
     // The runtime is gone; export what is still buffered before the process exits.
@@ -102,7 +142,7 @@ pub fn app(routes: Router, state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(state.clone());
-    routes
+    let routes = routes
         .merge(probes)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -114,7 +154,15 @@ pub fn app(routes: Router, state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(
             state.config.body_limit_bytes,
             size_the_413,
-        ))
+        ));
+    observed(routes)
+}
+
+/// The outer layers every app gets, [`app`]'s or one without backends (the web app's):
+/// a panic becomes a 500 in our error shape, and each request its server span, access
+/// line and duration metric.
+pub fn observed(routes: Router) -> Router {
+    routes
         .layer(CatchPanicLayer::custom(|_panic| {
             tracing::error!("handler panicked");
             error_response(
@@ -131,9 +179,27 @@ pub fn app(routes: Router, state: AppState) -> Router {
 /// Serves until `state.shutdown` is cancelled (SIGTERM/SIGINT), then drains in-flight
 /// requests for at most the configured grace period.
 pub async fn serve(listener: TcpListener, app: Router, state: AppState) -> anyhow::Result<()> {
-    let shutdown = state.shutdown.clone();
-    cancel_on_signal(shutdown.clone())?;
-    let grace = state.config.shutdown_grace();
+    cancel_on_signal(state.shutdown.clone())?;
+    serve_until(Serving {
+        listener,
+        app,
+        shutdown: state.shutdown.clone(),
+        grace: state.config.shutdown_grace(),
+        db: Some(state.db.clone()),
+    })
+    .await
+}
+
+/// Serves until `serving.shutdown` is cancelled, then drains in-flight requests for at
+/// most the grace period and closes the database pool.
+pub async fn serve_until(serving: Serving) -> anyhow::Result<()> {
+    let Serving {
+        listener,
+        app,
+        shutdown,
+        grace,
+        db,
+    } = serving;
     let server = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -147,7 +213,9 @@ pub async fn serve(listener: TcpListener, app: Router, state: AppState) -> anyho
         result = server => result.context("serving")?,
         () = grace_over => tracing::warn!(?grace, "grace period over; exiting with requests in flight"),
     }
-    state.db.close().await;
+    if let Some(db) = db {
+        db.close().await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

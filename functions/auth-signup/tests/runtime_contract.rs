@@ -23,6 +23,8 @@ fn start(env: &[(&str, &str)]) -> Function {
     let mut child = Command::new(env!("CARGO_BIN_EXE_auth-signup"))
         .env_clear()
         .env("PORT", "0")
+        // An event transport is required; an HTTP sink connects only when used.
+        .env("K_SINK", "http://127.0.0.1:1/")
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -259,6 +261,13 @@ fn missing_configuration_fails_fast_naming_the_variable() {
                 ("PORT", "not-a-port"),
             ],
             "PORT",
+        ),
+        (
+            vec![
+                ("DATABASE_URL", "mysql://root@127.0.0.1/x"),
+                ("REDIS_URL", "redis://127.0.0.1:6379"),
+            ],
+            "KAFKA_BROKERS or K_SINK",
         ),
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_auth-signup"))

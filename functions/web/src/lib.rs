@@ -1,0 +1,142 @@
+//! The `web` function: the browser app's files (`frontend/dist`, `FRONTEND_DIR`) at `/`
+//! of the public host, while the routing layer sends `/api/...` to the API functions.
+//! `missive dev` serves the same router next to the API.
+//!
+//! - SPA fallback: any path that is not a file gets `index.html`;
+//! - hashed files under `/assets/` cached for a year (`immutable`: their names change
+//!   when their content does), everything else `no-cache` (revalidated each time, so a
+//!   new deploy is picked up at once);
+//! - the `.br`/`.gz` files the build writes next to each asset, chosen by
+//!   `Accept-Encoding`.
+//!
+//! When the app is not built, `/` says how to build it (and start-up logs it) instead of
+//! answering a bare 404, and `/readyz` says 503 so such a revision never takes traffic.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use clap::Parser;
+use tower_http::services::{ServeDir, ServeFile};
+
+/// The function's name (Knative Service, `service.name`).
+pub const NAME: &str = "web";
+
+/// Settings of the web function, from the environment like every function's.
+#[derive(Debug, Parser)]
+#[command(about = "Serves the Missive browser app per the Knative runtime contract")]
+pub struct WebConfig {
+    /// Port to listen on (Knative sets `PORT`).
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// The built app (`index.html`, `assets/`); the image puts it at `/app/site`.
+    #[arg(long, env = "FRONTEND_DIR", default_value = "/app/site")]
+    pub frontend_dir: PathBuf,
+    /// Log filter when `RUST_LOG` is unset.
+    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// After SIGTERM, how long in-flight requests may run before the process exits.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 25)]
+    pub shutdown_grace_secs: u64,
+}
+
+/// The whole binary: serve [`router`] on `$PORT` until SIGTERM.
+pub fn main() -> ExitCode {
+    let config = WebConfig::parse();
+    common::serve::run(NAME, &config.log_level.clone(), async move {
+        if !is_built(&config.frontend_dir) {
+            tracing::warn!(dir = %config.frontend_dir.display(), build = BUILD_HINT, "the web app is not built; not ready");
+        }
+        Ok(common::serve::Serving {
+            listener: common::serve::bind(config.port).await?,
+            app: router(config.frontend_dir),
+            shutdown: tokio_util::sync::CancellationToken::new(),
+            grace: Duration::from_secs(config.shutdown_grace_secs),
+            db: None,
+        })
+    })
+}
+
+/// The site with its probes and the shared outer layers (span, access line, panics).
+pub fn router(dir: PathBuf) -> Router {
+    let built = is_built(&dir);
+    let probes = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || async move {
+                if built {
+                    "ready".into_response()
+                } else {
+                    common::error::error_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "not_ready",
+                        "unavailable: the web app is not built",
+                    )
+                }
+            }),
+        );
+    common::serve::observed(probes.merge(site(dir)))
+}
+
+/// How to build the app, for people who have not yet.
+pub const BUILD_HINT: &str = "npm --prefix frontend ci && npm --prefix frontend run build";
+
+/// Whether `dir` holds a built app.
+pub fn is_built(dir: &Path) -> bool {
+    dir.join("index.html").is_file()
+}
+
+/// The app in `dir` (no probes), or the build instructions if it is not built.
+pub fn site(dir: PathBuf) -> Router {
+    if !is_built(&dir) {
+        return Router::new().fallback(move |req: Request| {
+            let dir = dir.clone();
+            async move { not_built(req.uri().path(), &dir) }
+        });
+    }
+    let index = ServeFile::new(dir.join("index.html"))
+        .precompressed_br()
+        .precompressed_gzip();
+    let files = ServeDir::new(&dir)
+        .precompressed_br()
+        .precompressed_gzip()
+        .fallback(index);
+    Router::new()
+        .fallback_service(files)
+        .layer(middleware::from_fn(cache_control))
+}
+
+async fn cache_control(req: Request, next: Next) -> Response {
+    let immutable = req.uri().path().starts_with("/assets/");
+    let mut response = next.run(req).await;
+    let value = if immutable && response.status().is_success() {
+        "public, max-age=31536000, immutable"
+    } else {
+        "no-cache"
+    };
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static(value));
+    response
+}
+
+fn not_built(path: &str, dir: &Path) -> Response {
+    if path != "/" && path != "/index.html" {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let page = format!(
+        "<!doctype html><meta charset=utf-8><title>Missive</title>\
+         <h1>The web app is not built yet</h1>\
+         <p>No <code>index.html</code> in <code>{}</code>. Build it (Node 20 and npm), then reload:</p>\
+         <pre>{BUILD_HINT}</pre><p>The API is already served under <code>/api</code>.</p>",
+        dir.display()
+    );
+    (StatusCode::SERVICE_UNAVAILABLE, Html(page)).into_response()
+}

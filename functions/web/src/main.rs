@@ -1,0 +1,6 @@
+//! The `web` function as its own binary: the built browser app (`FRONTEND_DIR`), served
+//! per the Knative runtime contract by `common::serve`.
+
+fn main() -> std::process::ExitCode {
+    web::main()
+}

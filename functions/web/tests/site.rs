@@ -1,0 +1,80 @@
+//! The web function's router on a built app laid out in a temporary directory, and on a
+//! missing one.
+
+use std::path::PathBuf;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use tower::ServiceExt;
+
+fn built_app() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("missive-web-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("assets")).unwrap();
+    std::fs::write(
+        dir.join("index.html"),
+        "<!doctype html><title>Missive</title>",
+    )
+    .unwrap();
+    std::fs::write(dir.join("assets/app-1a2b.js"), "console.log(1)").unwrap();
+    std::fs::write(dir.join("assets/app-1a2b.js.br"), b"brotli bytes").unwrap();
+    dir
+}
+
+async fn get(app: &axum::Router, path: &str, encoding: Option<&str>) -> axum::response::Response {
+    let mut req = Request::get(path);
+    if let Some(encoding) = encoding {
+        req = req.header(header::ACCEPT_ENCODING, encoding);
+    }
+    app.clone()
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap()
+}
+
+fn header_of(res: &axum::response::Response, name: header::HeaderName) -> &str {
+    res.headers().get(name).map_or("", |v| v.to_str().unwrap())
+}
+
+#[tokio::test]
+async fn serves_the_app_with_spa_fallback_caching_and_precompressed_assets() {
+    let dir = built_app();
+    let app = web::router(dir.clone());
+
+    let ready = get(&app, "/readyz", None).await;
+    assert_eq!(ready.status(), StatusCode::OK);
+    assert_eq!(get(&app, "/healthz", None).await.status(), StatusCode::OK);
+
+    let index = get(&app, "/", None).await;
+    assert_eq!(index.status(), StatusCode::OK);
+    assert_eq!(header_of(&index, header::CACHE_CONTROL), "no-cache");
+
+    // A client-side route is the app, not a 404.
+    let deep = get(&app, "/messages/42", None).await;
+    assert_eq!(deep.status(), StatusCode::OK);
+    assert!(header_of(&deep, header::CONTENT_TYPE).starts_with("text/html"));
+
+    let asset = get(&app, "/assets/app-1a2b.js", Some("br, gzip")).await;
+    assert_eq!(asset.status(), StatusCode::OK);
+    assert_eq!(header_of(&asset, header::CONTENT_ENCODING), "br");
+    assert_eq!(
+        header_of(&asset, header::CACHE_CONTROL),
+        "public, max-age=31536000, immutable"
+    );
+    let plain = get(&app, "/assets/app-1a2b.js", None).await;
+    assert_eq!(header_of(&plain, header::CONTENT_ENCODING), "");
+
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn an_unbuilt_app_is_alive_but_not_ready_and_says_how_to_build() {
+    let app = web::router(PathBuf::from("/nonexistent/missive-dist"));
+    assert_eq!(get(&app, "/healthz", None).await.status(), StatusCode::OK);
+    let ready = get(&app, "/readyz", None).await;
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = axum::body::to_bytes(ready.into_body(), 4096).await.unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"]["code"], "not_ready");
+    let home = get(&app, "/", None).await;
+    assert_eq!(home.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
