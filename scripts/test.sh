@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, static checks of the observability config, the
+# The whole test suite: formatting, lints, static checks of the observability config and
+# of the deployment, the
 # web app (build, unit tests, end-to-end in Chromium), then every Rust test on both
 # backends (embedded SQLite + in-process store, and MariaDB + Redis). Needs MariaDB and Redis running
 # (scripts/services.sh starts them) and a Kafka broker (scripts/kafka.sh); override where
@@ -22,6 +23,9 @@ fi
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 python3 scripts/check_observability.py
+# The deployment (manifests, Terraform, Dockerfile, workflows): tools from
+# scripts/deploy-tools.sh.
+"${MISSIVE_TOOLS:-$HOME/.cache/missive-tools}/venv/bin/python" scripts/check_deploy.py
 
 # The web app: type-check and build (warnings fail), size budget, unit tests, then the
 # end-to-end suite in Chromium against a real `missive dev` serving the build.

@@ -21,7 +21,7 @@ use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use clap::Parser;
 use tower_http::services::{ServeDir, ServeFile};
 
@@ -82,7 +82,16 @@ pub fn router(dir: PathBuf) -> Router {
                 }
             }),
         );
-    common::serve::observed(probes.merge(site(dir)))
+    // The public host sends /api paths that no function serves here; they get the API's
+    // JSON 404, not the app's index.html.
+    let api = Router::new()
+        .route("/api", any(api_not_found))
+        .route("/api/{*rest}", any(api_not_found));
+    common::serve::observed(probes.merge(api).merge(site(dir)))
+}
+
+async fn api_not_found() -> common::ApiError {
+    common::ApiError::NotFound
 }
 
 /// How to build the app, for people who have not yet.

@@ -1,14 +1,16 @@
 //! The web function's router on a built app laid out in a temporary directory, and on a
 //! missing one.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::PathBuf;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use tower::ServiceExt;
 
-fn built_app() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("missive-web-{}", std::process::id()));
+fn built_app(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("missive-web-{}-{test}", std::process::id()));
     std::fs::create_dir_all(dir.join("assets")).unwrap();
     std::fs::write(
         dir.join("index.html"),
@@ -37,7 +39,7 @@ fn header_of(res: &axum::response::Response, name: header::HeaderName) -> &str {
 
 #[tokio::test]
 async fn serves_the_app_with_spa_fallback_caching_and_precompressed_assets() {
-    let dir = built_app();
+    let dir = built_app("site");
     let app = web::router(dir.clone());
 
     let ready = get(&app, "/readyz", None).await;
@@ -77,4 +79,18 @@ async fn an_unbuilt_app_is_alive_but_not_ready_and_says_how_to_build() {
     assert_eq!(body["error"]["code"], "not_ready");
     let home = get(&app, "/", None).await;
     assert_eq!(home.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test]
+async fn api_paths_no_function_serves_get_the_json_404_not_the_app() {
+    let dir = built_app("api");
+    let app = web::router(dir.clone());
+    for path in ["/api", "/api/nope", "/api/messages/1/extra"] {
+        let res = get(&app, path, None).await;
+        assert_eq!(res.status(), StatusCode::NOT_FOUND, "{path}");
+        let body = axum::body::to_bytes(res.into_body(), 4096).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], "not_found", "{path}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
 }

@@ -1,0 +1,151 @@
+# One function: its Knative Service and, for event functions, the source that feeds it.
+# The shared settings here (probes, security, env) are the same as knative/base's
+# function-defaults.yaml; scripts/check_deploy.py compares the two.
+
+locals {
+  annotations = {
+    "autoscaling.knative.dev/min-scale"                          = tostring(var.min_scale)
+    "autoscaling.knative.dev/max-scale"                          = tostring(var.max_scale)
+    "autoscaling.knative.dev/target"                             = tostring(var.target)
+    "autoscaling.knative.dev/scale-to-zero-pod-retention-period" = "30s"
+  }
+  labels = merge(
+    { "app.kubernetes.io/part-of" = "missive" },
+    var.labels,
+    var.cluster_local ? { "networking.knative.dev/visibility" = "cluster-local" } : {},
+  )
+  env_from = concat(
+    [{ configMapRef = { name = var.config_map } }],
+    var.secret == null ? [] : [{ secretRef = { name = var.secret } }],
+  )
+}
+
+resource "kubernetes_manifest" "service" {
+  manifest = {
+    apiVersion = "serving.knative.dev/v1"
+    kind       = "Service"
+    metadata = {
+      name      = var.name
+      namespace = var.namespace
+      labels    = local.labels
+    }
+    spec = {
+      template = {
+        metadata = { annotations = local.annotations }
+        spec = {
+          containerConcurrency = var.container_concurrency
+          timeoutSeconds       = var.timeout_seconds
+          containers = [{
+            name    = "function"
+            image   = var.image
+            ports   = [{ name = "http1", containerPort = 8080 }]
+            envFrom = local.env_from
+            env     = [{ name = "RUST_BACKTRACE", value = "0" }]
+            readinessProbe = {
+              httpGet          = { path = "/readyz" }
+              failureThreshold = 3
+            }
+            livenessProbe = {
+              httpGet          = { path = "/healthz" }
+              periodSeconds    = 10
+              timeoutSeconds   = 2
+              failureThreshold = 3
+            }
+            resources = var.resources
+            securityContext = {
+              runAsNonRoot             = true
+              runAsUser                = 65532
+              runAsGroup               = 65532
+              allowPrivilegeEscalation = false
+              readOnlyRootFilesystem   = true
+              capabilities             = { drop = ["ALL"] }
+              seccompProfile           = { type = "RuntimeDefault" }
+            }
+          }]
+        }
+      }
+    }
+  }
+
+  # Knative fills in defaults (traffic, template names); Terraform should not fight it.
+  computed_fields = ["metadata.annotations", "metadata.labels", "spec.traffic", "spec.template.metadata.labels"]
+
+  wait {
+    condition {
+      type   = "Ready"
+      status = "True"
+    }
+  }
+  timeouts {
+    create = "10m"
+    update = "10m"
+  }
+}
+
+resource "kubernetes_manifest" "kafka_source" {
+  count = var.kafka_source == null ? 0 : 1
+  manifest = {
+    apiVersion = "sources.knative.dev/v1beta1"
+    kind       = "KafkaSource"
+    metadata = {
+      name      = "${var.name}-${replace(var.kafka_source.topic, ".", "-")}"
+      namespace = var.namespace
+      labels    = { "app.kubernetes.io/part-of" = "missive" }
+    }
+    spec = {
+      # Fixed, so a redeploy resumes from the committed offsets.
+      consumerGroup    = var.kafka_source.consumer_group
+      bootstrapServers = var.kafka_source.bootstrap_servers
+      topics           = [var.kafka_source.topic]
+      initialOffset    = "earliest"
+      ordering         = "ordered"
+      delivery = {
+        retry         = var.kafka_source.retry
+        backoffPolicy = "exponential"
+        backoffDelay  = var.kafka_source.backoff_delay
+        timeout       = var.kafka_source.timeout
+        deadLetterSink = {
+          ref = {
+            apiVersion = "eventing.knative.dev/v1alpha1"
+            kind       = "KafkaSink"
+            name       = var.kafka_source.dead_letter_sink
+          }
+        }
+      }
+      sink = {
+        ref = {
+          apiVersion = "serving.knative.dev/v1"
+          kind       = "Service"
+          name       = var.name
+        }
+      }
+    }
+  }
+  depends_on = [kubernetes_manifest.service]
+}
+
+resource "kubernetes_manifest" "ping_source" {
+  count = var.ping_source == null ? 0 : 1
+  manifest = {
+    apiVersion = "sources.knative.dev/v1"
+    kind       = "PingSource"
+    metadata = {
+      name      = "${var.name}-tick"
+      namespace = var.namespace
+      labels    = { "app.kubernetes.io/part-of" = "missive" }
+    }
+    spec = {
+      schedule    = var.ping_source.schedule
+      contentType = "application/json"
+      data        = var.ping_source.data
+      sink = {
+        ref = {
+          apiVersion = "serving.knative.dev/v1"
+          kind       = "Service"
+          name       = var.name
+        }
+      }
+    }
+  }
+  depends_on = [kubernetes_manifest.service]
+}
