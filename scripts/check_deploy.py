@@ -323,8 +323,45 @@ def lint(rendered_dir):
         ok(f"actionlint: {len(workflows)} workflows")
 
 
+def manifest_env(overlay):
+    """What the rendered overlay gives each function's container, as JSON: the environment
+    Knative would start it with (ConfigMap values resolved; Secret-backed names listed),
+    its probes and its security context. The runtime-contract tests start each binary
+    with exactly this."""
+    _, docs = render(overlay)
+    if failures:
+        sys.exit(1)
+    config_maps = {d["metadata"]["name"]: d.get("data", {}) for d in of_kind(docs, "ConfigMap")}
+    out = {}
+    for svc in of_kind(docs, "Service"):
+        if not svc["apiVersion"].startswith("serving.knative.dev/"):
+            continue
+        spec = svc["spec"]["template"]["spec"]
+        container = spec["containers"][0]
+        env, secrets = {}, []
+        for source in container.get("envFrom", []):
+            if "configMapRef" in source:
+                env.update(config_maps[source["configMapRef"]["name"]])
+            else:
+                secrets.append(source["secretRef"]["name"])
+        env.update({e["name"]: e["value"] for e in container.get("env", []) if "value" in e})
+        out[svc["metadata"]["name"]] = {
+            "env": env,
+            "secrets": secrets,
+            "port": container["ports"][0]["containerPort"],
+            "readiness": container["readinessProbe"]["httpGet"]["path"],
+            "liveness": container["livenessProbe"]["httpGet"]["path"],
+            "security": container["securityContext"],
+            "timeoutSeconds": spec.get("timeoutSeconds", 300),
+        }
+    json.dump(out, sys.stdout, indent=1, sort_keys=True)
+
+
 def main():
     import tempfile
+
+    if sys.argv[1:2] == ["--env"]:
+        return manifest_env(sys.argv[2])
 
     functions = workspace_functions()
     with tempfile.TemporaryDirectory() as rendered_dir:

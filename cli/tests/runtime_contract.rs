@@ -1,0 +1,544 @@
+//! The Knative runtime contract, checked on every function binary as a process started
+//! the way the production manifests start it: the environment the rendered `prod`
+//! overlay gives its container (ConfigMap values and literal env; the Secret's
+//! DATABASE_URL and REDIS_URL and the Kafka and collector addresses pointed at local
+//! services), as the manifests' non-root user, from `/`.
+//!
+//! For each binary: it listens on `$PORT` and nothing else; answers HTTP/1.1 and h2c;
+//! `/healthz` and `/readyz` say 200 against live MariaDB and Redis; a request in flight
+//! when SIGTERM arrives is answered, then the process exits 0 within the grace period;
+//! it writes no file anywhere writable outside `/tmp`; every stdout line is a JSON log
+//! record and nothing goes to stderr.
+//!
+//! Needs the function binaries built (`cargo build --workspace --bins`; nextest builds
+//! them), the deploy tools (`scripts/deploy-tools.sh`, for `kubectl kustomize`), and
+//! MariaDB, Redis and Kafka (`MISSIVE_TEST_*`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::testing::{Backends, TestBackends};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The manifests' `runAsUser`/`runAsGroup` (distroless `nonroot`).
+const NONROOT: u32 = 65532;
+/// Directories a non-root process could still write to outside `/tmp`.
+const WORLD_WRITABLE: [&str; 3] = ["/var/tmp", "/dev/shm", "/run/lock"];
+
+#[derive(Debug, Deserialize)]
+struct Container {
+    env: BTreeMap<String, String>,
+    secrets: Vec<String>,
+    port: u16,
+    readiness: String,
+    liveness: String,
+    security: serde_json::Value,
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// The prod overlay's containers, rendered once per test process.
+fn manifests() -> &'static BTreeMap<String, Container> {
+    static RENDERED: std::sync::OnceLock<BTreeMap<String, Container>> = std::sync::OnceLock::new();
+    RENDERED.get_or_init(|| {
+        let tools = std::env::var("MISSIVE_TOOLS").map_or_else(
+            |_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/missive-tools"),
+            PathBuf::from,
+        );
+        let python = tools.join("venv/bin/python");
+        let out = Command::new(&python)
+            .args(["scripts/check_deploy.py", "--env", "prod"])
+            .current_dir(repo())
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e} (run scripts/deploy-tools.sh)", python.display()));
+        assert!(
+            out.status.success(),
+            "rendering the manifests: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    })
+}
+
+/// The binary, copied where the non-root user can execute it (the build directory is
+/// usually under root's home).
+fn binary(name: &str) -> PathBuf {
+    let built = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join(name);
+    assert!(
+        built.is_file(),
+        "{} is not built: cargo build --workspace --bins",
+        built.display()
+    );
+    let dir = binary_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    set_mode(&dir, 0o755);
+    let copy = dir.join(name);
+    let _ = std::fs::remove_file(&copy);
+    if std::fs::hard_link(&built, &copy).is_err() {
+        std::fs::copy(&built, &copy).unwrap();
+    }
+    set_mode(&copy, 0o755);
+    copy
+}
+
+fn binary_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("missive-contract-{}", std::process::id()))
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Running {
+    child: Child,
+    port: u16,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+fn capture(stream: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    lines
+}
+
+/// Starts `name` with exactly `env` (plus what Knative itself injects) as the non-root
+/// user, and waits until it accepts connections.
+fn start(name: &str, env: &BTreeMap<String, String>) -> Running {
+    let port = free_port();
+    let mut child = Command::new(binary(name))
+        .env_clear()
+        .envs(env)
+        .env("PORT", port.to_string())
+        .env("K_SERVICE", name)
+        .env("K_CONFIGURATION", name)
+        .env("K_REVISION", format!("{name}-00001"))
+        .current_dir("/")
+        .uid(NONROOT)
+        .gid(NONROOT)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = capture(child.stdout.take().unwrap());
+    let stderr = capture(child.stderr.take().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "{name} exited with {status}: {:?} {:?}",
+                stdout.lock().unwrap(),
+                stderr.lock().unwrap()
+            );
+        }
+        assert!(Instant::now() < deadline, "{name} did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Running {
+        child,
+        port,
+        stdout,
+        stderr,
+    }
+}
+
+/// Ports the process listens on (TCP, v4 and v6), from /proc.
+fn listening_ports(pid: u32) -> Vec<u16> {
+    let inodes: HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|target| {
+            let t = target.to_string_lossy().into_owned();
+            t.strip_prefix("socket:[")
+                .and_then(|s| s.strip_suffix(']'))
+                .map(str::to_owned)
+        })
+        .collect();
+    let mut ports = Vec::new();
+    for table in ["tcp", "tcp6"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap();
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            // st 0A = LISTEN
+            if cols.len() > 9 && cols[3] == "0A" && inodes.contains(cols[9]) {
+                let port = cols[1].rsplit(':').next().unwrap();
+                ports.push(u16::from_str_radix(port, 16).unwrap());
+            }
+        }
+    }
+    ports
+}
+
+async fn http(port: u16, request: &str) -> (u16, Vec<u8>) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    read_response(&mut stream).await
+}
+
+async fn read_response(stream: &mut TcpStream) -> (u16, Vec<u8>) {
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut raw))
+        .await
+        .expect("response within 20 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| raw[i + 4..].to_vec())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn get(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: fn\r\nConnection: close\r\n\r\n")
+}
+
+/// Serves HTTP/2 with prior knowledge (h2c): a SETTINGS frame answers the preface.
+async fn answers_h2c(port: u16) -> bool {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let mut header = [0u8; 9];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut header))
+        .await
+        .is_ok_and(|r| r.is_ok())
+        && header[3] == 0x4
+}
+
+/// A TCP proxy that holds every chunk from the server for `delay`: a slow Redis, so a
+/// request is still waiting on it when SIGTERM arrives.
+async fn slow_proxy(upstream: String, delay: Duration) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let Ok(server) = TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                tokio::spawn(async move { tokio::io::copy(&mut cr, &mut sw).await });
+                let mut buf = vec![0u8; 16 * 1024];
+                while let Ok(n) = sr.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    tokio::time::sleep(delay).await;
+                    if cw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+fn sigterm(pid: u32) {
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "no exit within {within:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Files the non-root user owns in the world-writable places outside /tmp.
+fn files_written_outside_tmp() -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for dir in WORLD_WRITABLE {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            use std::os::unix::fs::MetadataExt as _;
+            if entry.metadata().is_ok_and(|m| m.uid() == NONROOT) {
+                found.push(entry.path());
+            }
+        }
+    }
+    found
+}
+
+/// A built web app, as the image has it at /app/site, plus one large asset.
+fn site_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("missive-contract-site-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("assets")).unwrap();
+    std::fs::write(
+        dir.join("index.html"),
+        "<!doctype html><title>Missive</title>",
+    )
+    .unwrap();
+    std::fs::write(dir.join("assets/big.bin"), vec![7u8; 8 << 20]).unwrap();
+    for path in [&dir, &dir.join("assets")] {
+        set_mode(path, 0o755);
+    }
+    dir
+}
+
+/// The function's first route, from its crate (as check_deploy.py reads it).
+fn first_route(name: &str) -> (String, String) {
+    let source =
+        std::fs::read_to_string(repo().join("functions").join(name).join("src/lib.rs")).unwrap();
+    for method in ["post", "get", "delete"] {
+        let pattern = format!("{method}(");
+        for (i, _) in source.match_indices(".route(") {
+            let rest = &source[i + 7..];
+            let path = rest.split('"').nth(1).unwrap_or_default();
+            let call = rest.split(',').nth(1).unwrap_or_default().trim();
+            if call.starts_with(&pattern) && path != "/healthz" && path != "/readyz" {
+                return (method.to_uppercase(), path.replace("{id}", "42"));
+            }
+        }
+    }
+    panic!("{name}: no route found");
+}
+
+async fn contract(name: &str) {
+    let container = &manifests()[name];
+    assert_eq!(container.security["runAsUser"], NONROOT);
+    assert_eq!(container.security["readOnlyRootFilesystem"], true);
+    assert_eq!(container.liveness, "/healthz");
+    assert_eq!(container.readiness, "/readyz");
+    assert_eq!(container.port, 8080, "Knative's default PORT");
+
+    let backends = TestBackends::new(Backends::Real).await;
+    let mut env = container.env.clone();
+    // The Secret's keys, and the cluster's addresses pointed at this machine's services.
+    let delay = Duration::from_millis(250);
+    let redis = backends
+        .config
+        .redis_url
+        .as_ref()
+        .unwrap()
+        .expose_secret()
+        .to_owned();
+    let redis_addr = redis
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .to_owned();
+    let slow_redis = slow_proxy(redis_addr, delay).await;
+    if container.secrets.iter().any(|s| s == "missive-secrets") {
+        env.insert(
+            "DATABASE_URL".into(),
+            backends
+                .config
+                .database_url
+                .as_ref()
+                .unwrap()
+                .expose_secret()
+                .to_owned(),
+        );
+        env.insert(
+            "REDIS_URL".into(),
+            format!("redis://127.0.0.1:{slow_redis}"),
+        );
+    }
+    env.insert(
+        "REDIS_KEY_PREFIX".into(),
+        backends.config.redis_key_prefix.clone(),
+    );
+    env.insert(
+        "KAFKA_BROKERS".into(),
+        std::env::var("MISSIVE_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into()),
+    );
+    let collector = common::testing::otlp::OtlpReceiver::start();
+    env.insert("OTEL_EXPORTER_OTLP_ENDPOINT".into(), collector.endpoint());
+    let site = (name == "web").then(site_dir);
+    if let Some(site) = &site {
+        env.insert("FRONTEND_DIR".into(), site.display().to_string());
+    }
+    let grace: u64 = env["SHUTDOWN_GRACE_SECS"].parse().unwrap();
+    let before = files_written_outside_tmp();
+
+    let mut f = start(name, &env);
+    assert_eq!(
+        listening_ports(f.child.id()),
+        vec![f.port],
+        "{name} listens on $PORT only"
+    );
+    assert_eq!(
+        http(f.port, &get("/healthz")).await.0,
+        200,
+        "{name} /healthz"
+    );
+    let (status, body) = http(f.port, &get("/readyz")).await;
+    assert_eq!(
+        status,
+        200,
+        "{name} /readyz: {}",
+        String::from_utf8_lossy(&body)
+    );
+    assert!(answers_h2c(f.port).await, "{name} answers h2c");
+
+    // A request in flight when SIGTERM arrives.
+    let mut stream = TcpStream::connect(("127.0.0.1", f.port)).await.unwrap();
+    let (method, path) = if name == "web" {
+        ("GET".to_owned(), "/assets/big.bin".to_owned())
+    } else {
+        first_route(name)
+    };
+    // Handlers that read the body before anything else (password checks, events).
+    let reads_body_first = ["auth-signup", "auth-login"].contains(&name) || path == "/";
+    let rest: Option<&[u8]> = if name == "web" {
+        // A large file, read only after the signal.
+        stream
+            .write_all(get("/assets/big.bin").as_bytes())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        None
+    } else if reads_body_first {
+        // Half the body now, the rest after the signal.
+        let body = br#"{"username":"contract","password":"a-long-password"}"#;
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: fn\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(&body[..10]).await.unwrap();
+        Some(&body[10..])
+    } else {
+        // Waiting on the (slow) session lookup in Redis.
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: fn\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: 0\r\nCookie: missive_session=not-a-session\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        None
+    };
+    sigterm(f.child.id());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    if let Some(rest) = rest {
+        stream.write_all(rest).await.unwrap();
+    }
+    let (status, body) = read_response(&mut stream).await;
+    assert!(
+        (200..500).contains(&status),
+        "{name}: the in-flight {method} {path} got {status}"
+    );
+    if name == "web" {
+        assert_eq!(body.len(), 8 << 20, "web: the whole file after SIGTERM");
+    }
+    let exit = wait_exit(&mut f.child, Duration::from_secs(grace + 2));
+    assert_eq!(exit.code(), Some(0), "{name} exits 0 after SIGTERM");
+
+    // Logs: one JSON object per stdout line, nothing on stderr.
+    let stdout = f.stdout.lock().unwrap().clone();
+    assert!(!stdout.is_empty(), "{name} logged nothing");
+    for line in &stdout {
+        let record: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("{name}: not a JSON log line ({e}): {line}"));
+        assert_eq!(record["service.name"], name, "{line}");
+    }
+    assert!(
+        f.stderr.lock().unwrap().is_empty(),
+        "{name} wrote to stderr: {:?}",
+        f.stderr.lock().unwrap()
+    );
+    let written: Vec<_> = files_written_outside_tmp()
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    assert!(written.is_empty(), "{name} wrote outside /tmp: {written:?}");
+
+    if let Some(site) = site {
+        let _ = std::fs::remove_dir_all(site);
+    }
+    let _ = std::fs::remove_dir_all(binary_dir());
+    backends.cleanup().await;
+}
+
+macro_rules! contract_tests {
+    ($($test:ident => $name:literal),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $test() {
+                contract($name).await;
+            }
+        )*
+
+        /// Every function crate has its test above, and every test a crate.
+        #[test]
+        fn every_function_binary_is_checked() {
+            let mut crates: Vec<String> = std::fs::read_dir(repo().join("functions"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            crates.sort();
+            let mut tested = vec![$($name.to_owned()),*];
+            tested.sort();
+            assert_eq!(crates, tested);
+        }
+    };
+}
+
+contract_tests! {
+    activity_list => "activity-list",
+    activity_record => "activity-record",
+    activity_stream => "activity-stream",
+    auth_login => "auth-login",
+    auth_logout => "auth-logout",
+    auth_me => "auth-me",
+    auth_signup => "auth-signup",
+    message_create => "message-create",
+    message_delete => "message-delete",
+    message_get => "message-get",
+    message_ingest => "message-ingest",
+    message_list => "message-list",
+    message_search => "message-search",
+    outbox_relay => "outbox-relay",
+    web => "web",
+}
