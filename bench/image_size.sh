@@ -29,7 +29,7 @@ for dir in functions/*/ cli/; do
   extra=0
   [ "$name" = web ] && extra=$site_mb
   total=$(awk -v a="$mb" -v b="$BASE_MB" -v c="$extra" 'BEGIN{printf "%.2f", a+b+c}')
-  if ldd "$file" >/dev/null 2>&1; then linkage=dynamic; else linkage=static; fi
+  if ldd "$file" 2>&1 | grep -qE "statically linked|not a dynamic executable"; then linkage=static; else linkage=dynamic; fi
   printf '%-18s %8s MB %8s MB %8s MB  %s%s\n' "$name" "$mb" "$BASE_MB" "$total" "$linkage" \
     "$([ "$extra" != 0 ] && echo " (+ app ${extra} MB)")"
   worst=$(awk -v a="$total" -v w="$worst" 'BEGIN{print (a>w)?a:w}')

@@ -38,7 +38,8 @@ python3 scripts/check_observability.py
   node scripts/size.mjs
   npm test
 )
-cargo build -p missive --quiet
+# Every binary: the e2e suite runs `missive`, the runtime-contract tests every function.
+cargo build --workspace --bins --quiet
 MISSIVE_BIN="${CARGO_TARGET_DIR:-target}/debug/missive" node frontend/tests/e2e/run.mjs
 
 cargo nextest run --workspace --no-fail-fast
