@@ -62,7 +62,7 @@ variable "resources" {
   # Passing null means "the default", so callers can map only the exceptions.
   nullable = false
   default = {
-    requests = { cpu = "50m", memory = "48Mi" }
+    requests = { cpu = "50m", memory = "32Mi" }
     limits   = { cpu = "1", memory = "128Mi" }
   }
 }

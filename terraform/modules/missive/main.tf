@@ -22,11 +22,11 @@ locals {
     "outbox-relay" = { schedule = "* * * * *", data = "{\"reason\":\"outbox relay tick\"}" }
   }
 
-  # argon2id hashes at 19 MiB each, up to containerConcurrency at once.
+  # argon2id hashes at 19 MiB each, one per CPU at a time (knative/base/password-hashing.yaml).
   resources = {
     "password-hashing" = {
-      requests = { cpu = "250m", memory = "192Mi" }
-      limits   = { cpu = "2", memory = "256Mi" }
+      requests = { cpu = "250m", memory = "80Mi" }
+      limits   = { cpu = "2", memory = "160Mi" }
     }
   }
 

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Peak memory (VmHWM) of function binaries under load, against live MariaDB and Redis:
+# what the manifests' memory requests and limits are sized from.
+#   message-list: GET /api/messages (page of 20), 100 connections (containerConcurrency)
+#   auth-login:   POST /api/auth/login, 8 connections (its containerConcurrency; argon2id,
+#                 19 MiB per verification)
+# Usage: bash bench/rss_under_load.sh [BIN_DIR]   (default: the static release binaries)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/missive-target}"
+BIN="${1:-$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release}"
+DURATION="${DURATION:-10}"
+command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+export DATABASE_URL=mysql://root@127.0.0.1:3306/missive_rss REDIS_URL=redis://127.0.0.1:6379
+export REDIS_KEY_PREFIX="missive-rss:" KAFKA_BROKERS="${MISSIVE_TEST_KAFKA_BROKERS:-127.0.0.1:9092}" LOG_LEVEL=warn
+"$BIN/missive" migrate >/dev/null
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null || true; mariadb -h 127.0.0.1 -u root -e "DROP DATABASE IF EXISTS missive_rss" 2>/dev/null || true' EXIT
+start() { local port; port=$(free_port); PORT=$port "$BIN/$1" >/dev/null 2>&1 & pids+=($!); 
+  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.05; done; echo "$port $!"; }
+hwm() { awk '/VmHWM/{printf "%.1f MB", $2/1024}' "/proc/$1/status"; }
+
+read -r signup_port _ < <(start auth-signup)
+read -r login_port login_pid < <(start auth-login)
+read -r create_port _ < <(start message-create)
+read -r list_port list_pid < <(start message-list)
+user="rss$RANDOM"
+cookie=$(curl -si -H 'content-type: application/json' -d "{\"username\":\"$user\",\"password\":\"benchmark!\"}" \
+  "http://127.0.0.1:$signup_port/api/auth/signup" | sed -n 's/^set-cookie: \(missive_session=[^;]*\).*/\1/Ip' | tr -d '\r')
+for i in $(seq 1 25); do
+  curl -sf -o /dev/null -H "cookie: $cookie" -H 'content-type: application/json' \
+    -d "{\"text\":\"message number $i\"}" "http://127.0.0.1:$create_port/api/messages"
+done
+echo "message-list idle: $(hwm "$list_pid")"
+COOKIE="$cookie" wrk -t2 -c100 -d"${DURATION}s" -s bench/get.lua "http://127.0.0.1:$list_port/api/messages" | grep -E 'Requests/sec|Non-2xx'
+echo "message-list peak after 100 connections: $(hwm "$list_pid")"
+# A different unknown user per request: each costs a full verification (against the
+# dummy hash) and none trips the per-user attempt limit.
+cat > /tmp/missive-login.lua <<'LUA'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  return wrk.format(nil, nil, nil, '{"username":"u' .. math.random(1, 1e9) .. '","password":"benchmark!"}')
+end
+LUA
+wrk -t2 -c8 -d"${DURATION}s" -s /tmp/missive-login.lua "http://127.0.0.1:$login_port/api/auth/login" | grep -E 'Requests/sec|Non-2xx'
+echo "auth-login peak after 8 concurrent logins: $(hwm "$login_pid")"
