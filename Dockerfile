@@ -16,7 +16,7 @@ ARG NODE_VERSION=20.19
 
 # --- Rust dependencies, cached apart from the sources (cargo-chef) --------------------
 FROM rust:${RUST_VERSION}-bookworm AS chef
-RUN cargo install cargo-chef --locked --version 0.1.73
+RUN cargo install cargo-chef --locked --version 0.1.78
 WORKDIR /src
 
 FROM chef AS planner
