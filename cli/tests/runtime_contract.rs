@@ -24,6 +24,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::testing::process::{answers_h2c, sigterm, wait_exit};
 use common::testing::{Backends, TestBackends};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
@@ -229,20 +230,6 @@ fn get(path: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: fn\r\nConnection: close\r\n\r\n")
 }
 
-/// Serves HTTP/2 with prior knowledge (h2c): a SETTINGS frame answers the preface.
-async fn answers_h2c(port: u16) -> bool {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    stream
-        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
-        .await
-        .unwrap();
-    let mut header = [0u8; 9];
-    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut header))
-        .await
-        .is_ok_and(|r| r.is_ok())
-        && header[3] == 0x4
-}
-
 /// A TCP proxy that holds every chunk from the server for `delay`: a slow Redis, so a
 /// request is still waiting on it when SIGTERM arrives.
 async fn slow_proxy(upstream: String, delay: Duration) -> u16 {
@@ -272,27 +259,6 @@ async fn slow_proxy(upstream: String, delay: Duration) -> u16 {
         }
     });
     port
-}
-
-fn sigterm(pid: u32) {
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-}
-
-fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "no exit within {within:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Files the non-root user owns in the world-writable places outside /tmp.

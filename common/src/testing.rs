@@ -5,6 +5,7 @@
 //! database and Redis key prefix, so tests run in parallel.
 
 pub mod otlp;
+pub mod process;
 
 use std::time::Duration;
 

@@ -8,6 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::testing::process::{answers_h2c, sigterm, wait_exit};
 use common::testing::{Backends, TestBackends};
 use secrecy::ExposeSecret;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -46,28 +47,6 @@ fn start(env: &[(&str, &str)]) -> Function {
     // Keep draining stdout so the child never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
     Function { child, port }
-}
-
-fn sigterm(pid: u32) {
-    let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "process did not exit within {within:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// One HTTP/1.1 request on a fresh connection; returns status and body.
@@ -213,22 +192,10 @@ async fn http2_prior_knowledge_is_served_on_the_same_port() {
         ("DATABASE_URL", "mysql://root@127.0.0.1:1/missive"),
         ("REDIS_URL", "redis://127.0.0.1:1"),
     ]);
-    let mut stream = TcpStream::connect(("127.0.0.1", f.port)).await.unwrap();
-    // Connection preface, then an empty SETTINGS frame.
-    stream
-        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
-        .await
-        .unwrap();
-    let mut header = [0u8; 9];
-    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut header))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        header[3], 0x4,
+    assert!(
+        answers_h2c(f.port).await,
         "server answers with an HTTP/2 SETTINGS frame"
     );
-    drop(stream);
     sigterm(f.child.id());
     assert_eq!(
         wait_exit(&mut f.child, Duration::from_secs(5)).code(),
