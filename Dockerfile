@@ -7,7 +7,8 @@
 #
 # FUNCTION is a workspace package (a crate under functions/, or `missive`); its binary
 # becomes /app/function. The binary is linked statically (glibc's static libc, which
-# since 2.34 includes the `files` and `dns` resolvers), so the final stage is distroless
+# since 2.34 includes the `files` and `dns` resolvers; scripts/check_static_dns.sh tests
+# that a static build finds MariaDB, Redis and Kafka by DNS name), so the final stage is distroless
 # `static`: no shell, no package manager, no libc, about 2 MB under the binary. Nothing
 # is written at run time outside /tmp, so the root file system can be read-only.
 

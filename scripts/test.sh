@@ -41,5 +41,7 @@ python3 scripts/check_observability.py
 # Every binary: the e2e suite runs `missive`, the runtime-contract tests every function.
 cargo build --workspace --bins --quiet
 MISSIVE_BIN="${CARGO_TARGET_DIR:-target}/debug/missive" node frontend/tests/e2e/run.mjs
+# The images' statically linked binaries resolve the backends through DNS.
+bash scripts/check_static_dns.sh
 
 cargo nextest run --workspace --no-fail-fast
