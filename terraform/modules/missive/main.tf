@@ -55,7 +55,8 @@ locals {
       hostnames  = [var.host]
       parentRefs = [{ group = "gateway.networking.k8s.io", kind = "Gateway", name = var.gateway.name, namespace = var.gateway.namespace }]
       rules = [for rule in local.route_template.spec.rules : merge(rule, {
-        filters = [{ type = "URLRewrite", urlRewrite = { hostname = "${rule.name}.${var.namespace}.svc.cluster.local" } }]
+        # The function is the first label of the rule's Host rewrite.
+        filters = [{ type = "URLRewrite", urlRewrite = { hostname = "${split(".", rule.filters[0].urlRewrite.hostname)[0]}.${var.namespace}.svc.cluster.local" } }]
         backendRefs = [{
           group     = ""
           kind      = "Service"
