@@ -67,8 +67,7 @@ async fn with_memory<T: Send + 'static>(
 pub async fn hash(password: Password) -> anyhow::Result<String> {
     let params = Params::default();
     with_memory(params.block_count(), move |memory| {
-        let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>())
-            .map_err(|e| anyhow::anyhow!("salt: {e}"))?;
+        let salt: [u8; 16] = rand::random();
         phc(password.expose().as_bytes(), &salt, params, memory)
     })
     .await
@@ -77,19 +76,15 @@ pub async fn hash(password: Password) -> anyhow::Result<String> {
 /// The PHC string of `password` hashed with `salt` and `params` in `memory`.
 fn phc(
     password: &[u8],
-    salt: &SaltString,
+    salt: &[u8],
     params: Params,
     memory: &mut [Block],
 ) -> anyhow::Result<String> {
     let mut raw = [0u8; Params::DEFAULT_OUTPUT_LEN];
-    let mut salt_bytes = [0u8; 64];
-    let salt_raw = salt
-        .as_salt()
-        .decode_b64(&mut salt_bytes)
-        .map_err(|e| anyhow::anyhow!("salt: {e}"))?;
     argon2(params.clone())
-        .hash_password_into_with_memory(password, salt_raw, &mut raw, memory)
+        .hash_password_into_with_memory(password, salt, &mut raw, memory)
         .map_err(|e| anyhow::anyhow!("hashing: {e}"))?;
+    let salt = SaltString::encode_b64(salt).map_err(|e| anyhow::anyhow!("salt: {e}"))?;
     let hash = PasswordHash {
         algorithm: argon2::ARGON2ID_IDENT,
         version: Some(Version::V0x13.into()),
@@ -103,12 +98,10 @@ fn phc(
 // A real hash of a random password, verified against when the user does not exist, so an
 // unknown username costs the same time as a wrong password.
 static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
-    let salt =
-        SaltString::encode_b64(&rand::random::<[u8; 16]>()).expect("BUG: 16 bytes is a valid salt");
     let params = Params::default();
     let mut memory = vec![Block::default(); params.block_count()];
-    phc(&rand::random::<[u8; 16]>(), &salt, params, &mut memory)
-        .expect("BUG: hashing with default params succeeds")
+    let (password, salt): ([u8; 16], [u8; 16]) = (rand::random(), rand::random());
+    phc(&password, &salt, params, &mut memory).expect("BUG: hashing with default params succeeds")
 });
 
 /// Checks `password` against `stored` (a PHC string). With no stored hash (unknown user)
@@ -117,27 +110,26 @@ static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
 pub async fn verify(password: Option<Password>, stored: Option<String>) -> anyhow::Result<bool> {
     let real = stored.is_some() && password.is_some();
     let stored = stored.unwrap_or_else(|| DUMMY_HASH.clone());
-    let params = {
-        let parsed = PasswordHash::new(&stored).map_err(|e| anyhow::anyhow!("stored hash: {e}"))?;
-        anyhow::ensure!(
-            parsed.algorithm == argon2::ARGON2ID_IDENT,
-            "stored hash is not argon2id"
-        );
-        Params::try_from(&parsed).map_err(|e| anyhow::anyhow!("stored hash params: {e}"))?
+    let parsed = PasswordHash::new(&stored).map_err(|e| anyhow::anyhow!("stored hash: {e}"))?;
+    anyhow::ensure!(
+        parsed.algorithm == argon2::ARGON2ID_IDENT,
+        "stored hash is not argon2id"
+    );
+    let params =
+        Params::try_from(&parsed).map_err(|e| anyhow::anyhow!("stored hash params: {e}"))?;
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+        anyhow::bail!("stored hash lacks its salt or output");
     };
+    let mut salt_bytes = [0u8; 64];
+    let salt = salt
+        .decode_b64(&mut salt_bytes)
+        .map_err(|e| anyhow::anyhow!("stored salt: {e}"))?
+        .to_vec();
     with_memory(params.block_count(), move |memory| {
-        let parsed = PasswordHash::new(&stored).map_err(|e| anyhow::anyhow!("stored hash: {e}"))?;
-        let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
-            anyhow::bail!("stored hash lacks its salt or output");
-        };
-        let mut salt_bytes = [0u8; 64];
-        let salt_raw = salt
-            .decode_b64(&mut salt_bytes)
-            .map_err(|e| anyhow::anyhow!("stored salt: {e}"))?;
         let candidate = password.as_ref().map_or("", |p| p.expose());
         let mut raw = vec![0u8; expected.len()];
         argon2(params)
-            .hash_password_into_with_memory(candidate.as_bytes(), salt_raw, &mut raw, memory)
+            .hash_password_into_with_memory(candidate.as_bytes(), &salt, &mut raw, memory)
             .map_err(|e| anyhow::anyhow!("hashing: {e}"))?;
         // Output's equality is constant-time.
         let matches = Output::new(&raw).is_ok_and(|computed| computed == expected);
