@@ -335,11 +335,12 @@ def lint(rendered_dir):
 def manifest_env(overlay):
     """What the rendered overlay gives each function's container, as JSON: the environment
     Knative would start it with (ConfigMap values resolved; Secret-backed names listed),
-    its probes and its security context. The runtime-contract tests start each binary
+    its probes and its security context, plus the function's routes. The runtime-contract tests start each binary
     with exactly this."""
     _, docs = render(overlay)
     if failures:
         sys.exit(1)
+    routes = workspace_functions()
     config_maps = {d["metadata"]["name"]: d.get("data", {}) for d in of_kind(docs, "ConfigMap")}
     out = {}
     for svc in of_kind(docs, "Service"):
@@ -362,6 +363,8 @@ def manifest_env(overlay):
             "liveness": container["livenessProbe"]["httpGet"]["path"],
             "security": container["securityContext"],
             "timeoutSeconds": spec.get("timeoutSeconds", 300),
+            # The function's own routes ([METHOD, path]), read from its router.
+            "routes": routes.get(svc["metadata"]["name"], []),
         }
     json.dump(out, sys.stdout, indent=1, sort_keys=True)
 

@@ -24,7 +24,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::testing::process::{answers_h2c, sigterm, wait_exit};
+use common::testing::process::{
+    accepted_connection, answers_h2c, sigterm, wait_exit, wait_until_read,
+};
 use common::testing::{Backends, TestBackends};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
@@ -44,6 +46,7 @@ struct Container {
     readiness: String,
     liveness: String,
     security: serde_json::Value,
+    routes: Vec<(String, String)>,
 }
 
 fn repo() -> PathBuf {
@@ -294,22 +297,19 @@ fn site_dir() -> PathBuf {
     dir
 }
 
-/// The function's first route, from its crate (as check_deploy.py reads it).
-fn first_route(name: &str) -> (String, String) {
-    let source =
-        std::fs::read_to_string(repo().join("functions").join(name).join("src/lib.rs")).unwrap();
-    for method in ["post", "get", "delete"] {
-        let pattern = format!("{method}(");
-        for (i, _) in source.match_indices(".route(") {
-            let rest = &source[i + 7..];
-            let path = rest.split('"').nth(1).unwrap_or_default();
-            let call = rest.split(',').nth(1).unwrap_or_default().trim();
-            if call.starts_with(&pattern) && path != "/healthz" && path != "/readyz" {
-                return (method.to_uppercase(), path.replace("{id}", "42"));
-            }
-        }
-    }
-    panic!("{name}: no route found");
+/// The route to hold in flight: the function's first POST, else GET, else DELETE route
+/// (the manifests' `routes`, read from its router by check_deploy.py).
+fn first_route(container: &Container) -> (String, String) {
+    ["POST", "GET", "DELETE"]
+        .iter()
+        .find_map(|method| {
+            container
+                .routes
+                .iter()
+                .find(|(m, _)| m == method)
+                .map(|(m, path)| (m.clone(), path.replace("{id}", "42")))
+        })
+        .expect("the function has a route")
 }
 
 async fn contract(name: &str) {
@@ -390,11 +390,11 @@ async fn contract(name: &str) {
     assert!(answers_h2c(f.port).await, "{name} answers h2c");
 
     // A request in flight when SIGTERM arrives.
-    let mut stream = TcpStream::connect(("127.0.0.1", f.port)).await.unwrap();
+    let mut stream = accepted_connection(f.port).await;
     let (method, path) = if name == "web" {
         ("GET".to_owned(), "/assets/big.bin".to_owned())
     } else {
-        first_route(name)
+        first_route(container)
     };
     // Handlers that read the body before anything else (password checks, events).
     let reads_body_first = ["auth-signup", "auth-login"].contains(&name) || path == "/";
@@ -404,7 +404,6 @@ async fn contract(name: &str) {
             .write_all(get("/assets/big.bin").as_bytes())
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
         None
     } else if reads_body_first {
         // Half the body now, the rest after the signal.
@@ -422,9 +421,9 @@ async fn contract(name: &str) {
             "{method} {path} HTTP/1.1\r\nHost: fn\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: 0\r\nCookie: missive_session=not-a-session\r\n\r\n"
         );
         stream.write_all(head.as_bytes()).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
         None
     };
+    wait_until_read(f.child.id(), &stream);
     sigterm(f.child.id());
     tokio::time::sleep(Duration::from_millis(200)).await;
     if let Some(rest) = rest {

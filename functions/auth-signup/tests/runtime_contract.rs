@@ -8,7 +8,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::testing::process::{answers_h2c, sigterm, wait_exit};
+use common::testing::process::{
+    accepted_connection, answers_h2c, sigterm, wait_exit, wait_until_read,
+};
 use common::testing::{Backends, TestBackends};
 use secrecy::ExposeSecret;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -108,7 +110,7 @@ async fn sigterm_lets_the_in_flight_request_finish_then_exits_0() {
     // A slow client: headers and half the body now, the rest after SIGTERM.
     let body = r#"{"username":"slowpoke","password":"12345678"}"#;
     let (first, rest) = body.split_at(20);
-    let mut slow = TcpStream::connect(("127.0.0.1", f.port)).await.unwrap();
+    let mut slow = accepted_connection(f.port).await;
     slow.write_all(
         format!(
             "POST /api/auth/signup HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\
@@ -119,7 +121,7 @@ async fn sigterm_lets_the_in_flight_request_finish_then_exits_0() {
     )
     .await
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_until_read(f.child.id(), &slow);
     sigterm(f.child.id());
     tokio::time::sleep(Duration::from_millis(500)).await;
 
