@@ -240,6 +240,31 @@ fn one_trace_runs_from_the_browser_through_kafka_to_redis() {
     }
     // 5xx only mark errors; nothing failed here.
     assert!(trace.spans.values().all(|s| s.status != 2));
+    // SQL and Redis spans are never entered (only created and dropped around the call):
+    // each still covers a time inside its parent's.
+    let storage =
+        trace.all(|s| s.name == "acquire connection" || !s.attr("db.system.name").is_empty());
+    assert!(storage.len() >= 5, "{:#?}", trace.names());
+    for span in storage {
+        let parent = &trace.spans[span.parent_span_id.as_str()];
+        assert!(
+            parent.start_ns <= span.start_ns
+                && span.start_ns <= span.end_ns
+                && span.end_ns <= parent.end_ns,
+            "{} is not inside {}",
+            span.name,
+            parent.name
+        );
+    }
+    // Only warnings and errors become span events; the access line is in the logs.
+    for span in trace.spans.values() {
+        assert!(
+            span.events.is_empty(),
+            "{} has events {:?}",
+            span.name,
+            span.events
+        );
+    }
 
     // Signup: its own trace, with its SQL and Redis children.
     let signup_server = spans

@@ -95,21 +95,34 @@ impl RedisKv {
     }
 }
 
+/// A Redis command's client span. It is held, not entered, while the command runs: it has
+/// no children, and entering it on every poll would cost for nothing (as for SQL
+/// statements, `db::traced`).
+fn command_span(command: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        "redis",
+        otel.name = command,
+        otel.kind = "client",
+        db.system.name = "redis",
+        db.operation.name = command,
+    )
+}
+
 fn ttl_ms(ttl: Duration) -> u64 {
     u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
 #[async_trait]
 impl Kv for RedisKv {
-    #[tracing::instrument(name = "redis", skip_all, fields(otel.name = "PING", otel.kind = "client", db.system.name = "redis", db.operation.name = "PING"))]
     async fn ping(&self) -> anyhow::Result<()> {
+        let _span = command_span("PING");
         let mut conn = self.conn().await?;
         let _: String = redis::cmd("PING").query_async(&mut conn).await?;
         Ok(())
     }
 
-    #[tracing::instrument(name = "redis", skip_all, fields(otel.name = "SET", otel.kind = "client", db.system.name = "redis", db.operation.name = "SET"))]
     async fn set_ex(&self, key: &str, value: &str, ttl: Duration) -> anyhow::Result<()> {
+        let _span = command_span("SET");
         let mut conn = self.conn().await?;
         let () = redis::cmd("SET")
             .arg(self.key(key))
@@ -121,8 +134,8 @@ impl Kv for RedisKv {
         Ok(())
     }
 
-    #[tracing::instrument(name = "redis", skip_all, fields(otel.name = "SET", otel.kind = "client", db.system.name = "redis", db.operation.name = "SET"))]
     async fn set_nx_ex(&self, key: &str, value: &str, ttl: Duration) -> anyhow::Result<bool> {
+        let _span = command_span("SET");
         let mut conn = self.conn().await?;
         let set: Option<String> = redis::cmd("SET")
             .arg(self.key(key))
@@ -135,8 +148,8 @@ impl Kv for RedisKv {
         Ok(set.is_some())
     }
 
-    #[tracing::instrument(name = "redis", skip_all, fields(otel.name = "GETEX", otel.kind = "client", db.system.name = "redis", db.operation.name = "GETEX"))]
     async fn get_ex(&self, key: &str, ttl: Duration) -> anyhow::Result<Option<String>> {
+        let _span = command_span("GETEX");
         let mut conn = self.conn().await?;
         Ok(redis::cmd("GETEX")
             .arg(self.key(key))
@@ -146,8 +159,8 @@ impl Kv for RedisKv {
             .await?)
     }
 
-    #[tracing::instrument(name = "redis", skip_all, fields(otel.name = "GET", otel.kind = "client", db.system.name = "redis", db.operation.name = "GET"))]
     async fn get_with_ttl(&self, key: &str) -> anyhow::Result<Option<(String, Duration)>> {
+        let _span = command_span("GET");
         let mut conn = self.conn().await?;
         let key = self.key(key);
         let (value, pttl): (Option<String>, i64) = redis::pipe()
@@ -160,8 +173,8 @@ impl Kv for RedisKv {
         Ok(value.map(|v| (v, Duration::from_millis(pttl.max(0).unsigned_abs()))))
     }
 
-    #[tracing::instrument(name = "redis", skip_all, fields(otel.name = "DEL", otel.kind = "client", db.system.name = "redis", db.operation.name = "DEL"))]
     async fn del(&self, key: &str) -> anyhow::Result<()> {
+        let _span = command_span("DEL");
         let mut conn = self.conn().await?;
         let _: i64 = redis::cmd("DEL")
             .arg(self.key(key))
@@ -170,8 +183,8 @@ impl Kv for RedisKv {
         Ok(())
     }
 
-    #[tracing::instrument(name = "redis", skip_all, fields(otel.name = "INCR", otel.kind = "client", db.system.name = "redis", db.operation.name = "INCR"))]
     async fn incr_window(&self, key: &str, ttl: Duration) -> anyhow::Result<(u64, Duration)> {
+        let _span = command_span("INCR");
         let mut conn = self.conn().await?;
         let key = self.key(key);
         // MULTI: INCR, start the window only if it has none (EXPIRE NX, Redis 7), read it.
@@ -189,13 +202,13 @@ impl Kv for RedisKv {
         Ok((count, Duration::from_millis(pttl.max(0).unsigned_abs())))
     }
 
-    #[tracing::instrument(name = "redis", skip_all, fields(otel.name = "LPUSH", otel.kind = "client", db.system.name = "redis", db.operation.name = "LPUSH"))]
     async fn push_front_capped(
         &self,
         key: &str,
         value: &str,
         max_len: usize,
     ) -> anyhow::Result<()> {
+        let _span = command_span("LPUSH");
         let mut conn = self.conn().await?;
         let key = self.key(key);
         let stop = isize::try_from(max_len).unwrap_or(isize::MAX) - 1;
@@ -210,8 +223,8 @@ impl Kv for RedisKv {
         Ok(())
     }
 
-    #[tracing::instrument(name = "redis", skip_all, fields(otel.name = "LRANGE", otel.kind = "client", db.system.name = "redis", db.operation.name = "LRANGE"))]
     async fn list_front(&self, key: &str, count: usize) -> anyhow::Result<Vec<String>> {
+        let _span = command_span("LRANGE");
         let mut conn = self.conn().await?;
         let stop = isize::try_from(count).unwrap_or(isize::MAX) - 1;
         Ok(redis::cmd("LRANGE")
@@ -222,8 +235,8 @@ impl Kv for RedisKv {
             .await?)
     }
 
-    #[tracing::instrument(name = "redis", skip_all, fields(otel.name = "PUBLISH", otel.kind = "client", db.system.name = "redis", db.operation.name = "PUBLISH"))]
     async fn publish(&self, channel: &str, message: &str) -> anyhow::Result<()> {
+        let _span = command_span("PUBLISH");
         let mut conn = self.conn().await?;
         let _: i64 = redis::cmd("PUBLISH")
             .arg(self.key(channel))
@@ -233,8 +246,8 @@ impl Kv for RedisKv {
         Ok(())
     }
 
-    #[tracing::instrument(name = "redis", skip_all, fields(otel.name = "SUBSCRIBE", otel.kind = "client", db.system.name = "redis", db.operation.name = "SUBSCRIBE"))]
     async fn subscribe(&self, channel: &str) -> anyhow::Result<Subscription> {
+        let _span = command_span("SUBSCRIBE");
         // Pub/sub needs a connection of its own; it lives as long as the stream.
         let mut pubsub = self
             .client

@@ -42,9 +42,18 @@ use tracing_subscriber::{EnvFilter, Layer as _};
 /// we create is INFO, so traces are whole even when logs show only warnings.
 const SPAN_LEVEL: tracing::Level = tracing::Level::INFO;
 
-/// Log records that must never be exported as OTLP logs: the exporter's own HTTP client
-/// logging its requests would feed itself.
-const EXPORT_LOOP_TARGETS: &str = "opentelemetry=off,opentelemetry_sdk=off,opentelemetry_otlp=off,reqwest=off,hyper=off,hyper_util=off,h2=off";
+/// Log records that must never be exported as OTLP logs (these targets and their
+/// modules): the exporter's own HTTP client logging its requests would feed itself.
+const EXPORT_LOOP_TARGETS: &[&str] = &[
+    "opentelemetry",
+    "opentelemetry_sdk",
+    "opentelemetry_otlp",
+    "opentelemetry_http",
+    "reqwest",
+    "hyper",
+    "hyper_util",
+    "h2",
+];
 
 /// The installed providers; flushed and shut down by [`Telemetry::shutdown`].
 #[derive(Default)]
@@ -105,14 +114,7 @@ pub fn init(service: &'static str, log_level: &str) -> Telemetry {
             .or_else(|_| EnvFilter::try_new(log_level))
             .unwrap_or_else(|_| EnvFilter::new("info"))
     };
-    // Events only: spans are the OpenTelemetry layer's business, and a filter that let
-    // them through would make every span live even when nothing exports them.
-    let stdout = json_log::JsonLog::new(service_name).with_filter(
-        tracing_subscriber::filter::FilterExt::and(
-            tracing_subscriber::filter::filter_fn(|meta| meta.is_event()),
-            log_filter(),
-        ),
-    );
+    let stdout = json_log::JsonLog::new(service_name);
 
     let exporting = match export_settings() {
         Some(settings) => match Exporting::start(&settings, &resource) {
@@ -141,6 +143,12 @@ pub fn init(service: &'static str, log_level: &str) -> Telemetry {
         tracing_opentelemetry::layer()
             .with_tracer(tracer)
             .with_tracked_inactivity(false)
+            // Making each span's context current on every poll of every instrumented future
+            // costs a lock, a clone and a thread-local push per enter. Nothing needs it per
+            // poll: parents come from the tracing span stack, outgoing calls take their
+            // context from the span, and log lines activate it themselves when one is
+            // written ([`with_span_context`]).
+            .with_context_activation(false)
             .with_location(false)
             .with_threads(false)
             .with_target(false)
@@ -162,19 +170,21 @@ pub fn init(service: &'static str, log_level: &str) -> Telemetry {
             )
     });
     let otlp_logs = exporting.as_ref().map(|e| {
-        let mut filter = log_filter();
-        for directive in EXPORT_LOOP_TARGETS.split(',') {
-            if let Ok(directive) = directive.parse() {
-                filter = filter.add_directive(directive);
-            }
-        }
-        opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(&e.logger)
-            .with_filter(filter)
+        InSpanContext(
+            opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(&e.logger),
+        )
     });
     if let Some(e) = &exporting {
         global::set_meter_provider(e.meter.clone());
     }
+    // One global filter, and a per-layer filter on the span layer only: every per-layer
+    // filter costs a registry look-up on every enter and exit of every span, and spans
+    // are entered on every poll of the future they instrument.
     let _ = tracing_subscriber::registry()
+        .with(Select {
+            logs: log_filter(),
+            spans: exporting.is_some(),
+        })
         .with(spans)
         .with(stdout)
         .with(otlp_logs)
@@ -329,6 +339,98 @@ fn resource(service: &'static str) -> Resource {
     builder.build()
 }
 
+/// Runs `f` with the current tracing span's OpenTelemetry context made current, so that
+/// what reads `opentelemetry::Context::current()` (the OTLP log bridge, the JSON log's
+/// ids) sees the span. Spans do not activate their context on enter (see `init`); a log
+/// line, written far less often than spans are entered, pays for it instead.
+pub(crate) fn with_span_context<R>(f: impl FnOnce() -> R) -> R {
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    if !spans_enabled() {
+        return f();
+    }
+    let span = tracing::Span::current();
+    if span.is_none() {
+        return f();
+    }
+    let _guard = span.context().attach();
+    f()
+}
+
+/// Whether a log record's `target` is one of [`EXPORT_LOOP_TARGETS`] or inside one.
+fn feeds_the_exporter(target: &str) -> bool {
+    EXPORT_LOOP_TARGETS.iter().any(|t| {
+        target
+            .strip_prefix(t)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+    })
+}
+
+/// A layer whose events are handled inside the current span's OpenTelemetry context.
+struct InSpanContext<L>(L);
+
+impl<S: tracing::Subscriber, L: tracing_subscriber::Layer<S>> tracing_subscriber::Layer<S>
+    for InSpanContext<L>
+{
+    fn on_event(&self, event: &tracing::Event<'_>, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        // The exporter's own HTTP client logging its requests would feed itself.
+        if feeds_the_exporter(event.metadata().target()) {
+            return;
+        }
+        with_span_context(|| self.0.on_event(event, ctx));
+    }
+}
+
+/// The process-wide filter: spans at [`SPAN_LEVEL`] only while they are exported (without
+/// a collector no span is ever built), events as the log filter (`RUST_LOG`, else the
+/// function's log level) allows. The log layers then take every event that gets through.
+struct Select {
+    logs: EnvFilter,
+    spans: bool,
+}
+
+impl Select {
+    fn span_enabled(&self, meta: &tracing::Metadata<'_>) -> bool {
+        self.spans && *meta.level() <= SPAN_LEVEL
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Select {
+    fn register_callsite(
+        &self,
+        meta: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        if meta.is_span() {
+            return if self.span_enabled(meta) {
+                tracing::subscriber::Interest::always()
+            } else {
+                tracing::subscriber::Interest::never()
+            };
+        }
+        tracing_subscriber::Layer::<S>::register_callsite(&self.logs, meta)
+    }
+
+    fn enabled(
+        &self,
+        meta: &tracing::Metadata<'_>,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        if meta.is_span() {
+            return self.span_enabled(meta);
+        }
+        tracing_subscriber::Layer::<S>::enabled(&self.logs, meta, ctx)
+    }
+
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        let logs = tracing_subscriber::Layer::<S>::max_level_hint(&self.logs);
+        if self.spans {
+            let spans = tracing::level_filters::LevelFilter::from_level(SPAN_LEVEL);
+            Some(logs.map_or(spans, |logs| logs.max(spans)))
+        } else {
+            logs
+        }
+    }
+}
+
 /// The W3C trace context of the current span, as a `traceparent` value; `None` outside
 /// any span (or when no tracing subscriber is installed).
 pub fn current_traceparent() -> Option<String> {
@@ -444,4 +546,24 @@ pub fn inject_headers(cx: &opentelemetry::Context, headers: &mut axum::http::Hea
     global::get_text_map_propagator(|p| {
         p.inject_context(cx, &mut opentelemetry_http::HeaderInjector(headers));
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::feeds_the_exporter;
+
+    #[test]
+    fn the_exporters_own_logs_are_not_exported() {
+        for target in [
+            "hyper",
+            "hyper_util::client::legacy",
+            "reqwest::connect",
+            "opentelemetry_sdk",
+        ] {
+            assert!(feeds_the_exporter(target), "{target}");
+        }
+        for target in ["missive", "common::serve", "hyperion", "h2o", "sqlx::query"] {
+            assert!(!feeds_the_exporter(target), "{target}");
+        }
+    }
 }

@@ -11,7 +11,7 @@ use sqlx::any::{AnyArguments, AnyQueryResult, AnyRow};
 use sqlx::pool::PoolConnection;
 use sqlx::query::Query;
 use sqlx::{Any, AnyPool, AssertSqlSafe, Encode, Executor, Transaction, Type};
-use tracing::{Instrument as _, Span};
+use tracing::Span;
 
 /// The database this process talks to: `db.system.name` and `db.namespace`. One per
 /// process (a function or `missive dev` opens one database), set by the first pool.
@@ -51,20 +51,18 @@ pub(crate) async fn acquire(pool: &AnyPool) -> sqlx::Result<PoolConnection<Any>>
         db.system.name = system,
         db.namespace = namespace,
     );
-    pool.acquire().instrument(span).await
+    leaf(span, pool.acquire()).await
 }
 
 /// Opens a transaction on a connection from `pool`.
 pub(crate) async fn begin(pool: &AnyPool) -> sqlx::Result<Transaction<'static, Any>> {
     let conn = acquire(pool).await?;
-    Transaction::begin(conn, None)
-        .instrument(span("BEGIN"))
-        .await
+    leaf(span("BEGIN"), Transaction::begin(conn, None)).await
 }
 
 /// Commits `tx`.
 pub(crate) async fn commit(tx: Transaction<'_, Any>) -> sqlx::Result<()> {
-    tx.commit().instrument(span("COMMIT")).await
+    leaf(span("COMMIT"), tx.commit()).await
 }
 
 /// A span for a statement that is not a query (`BEGIN`, `COMMIT`).
@@ -79,6 +77,17 @@ fn span(operation: &'static str) -> Span {
         db.namespace = namespace,
         db.operation.name = operation,
     )
+}
+
+/// Runs `work` inside `span` without entering it. A statement's span has no children,
+/// so entering it would only tell the subscriber about every poll (sqlx's SQLite driver
+/// streams rows through a channel: a poll per row or two), which with spans exported
+/// costs more than the span itself. The span opens when it is created and closes when
+/// it is dropped, after `work` is done.
+async fn leaf<F: Future>(span: Span, work: F) -> F::Output {
+    let output = work.await;
+    drop(span);
+    output
 }
 
 fn target() -> (&'static str, &'static str) {
@@ -179,7 +188,7 @@ struct Running {
 impl Running {
     async fn finish<T>(self, run: impl Future<Output = sqlx::Result<T>>) -> sqlx::Result<T> {
         let started = Instant::now();
-        let result = run.instrument(self.span.clone()).await;
+        let result = run.await;
         let (system, _) = target();
         let mut attributes = vec![
             KeyValue::new("db.system.name", system),

@@ -54,8 +54,8 @@ fn format_line(service: &str, event: &Event<'_>) -> String {
     push_json(&mut line, meta.target());
     line.push_str(",\"service.name\":");
     push_json(&mut line, service);
-    // The tracing-opentelemetry layer makes an entered span's context current.
-    let ids = opentelemetry::Context::map_current(|cx| {
+    let ids = super::with_span_context(|| {
+        let cx = opentelemetry::Context::current();
         let span = cx.span();
         let context = span.span_context();
         context.is_valid().then(|| {

@@ -40,6 +40,12 @@ pub struct Span {
     pub status: i32,
     /// Linked (trace id, span id) pairs.
     pub links: Vec<(String, String)>,
+    /// Names of the span's events.
+    pub events: Vec<String>,
+    /// Start and end, nanoseconds since the Unix epoch.
+    pub start_ns: u64,
+    /// See `start_ns`.
+    pub end_ns: u64,
 }
 
 impl Span {
@@ -183,6 +189,9 @@ async fn traces(State(received): Shared, body: Bytes) -> StatusCode {
                         .iter()
                         .map(|l| (hex(&l.trace_id), hex(&l.span_id)))
                         .collect(),
+                    events: span.events.into_iter().map(|e| e.name).collect(),
+                    start_ns: span.start_time_unix_nano,
+                    end_ns: span.end_time_unix_nano,
                 });
             }
         }
