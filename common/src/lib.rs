@@ -21,10 +21,6 @@
 //! - [`telemetry`]: JSON logging.
 //! - [`testing`]: helpers that tests use to start the real app against either backend.
 
-/// mimalloc instead of glibc's malloc, for every binary (they all link this crate).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 pub mod activity;
 pub mod api;
 pub mod config;

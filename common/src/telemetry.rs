@@ -12,9 +12,10 @@
 //!   `parentbased_traceidratio` keeps the caller's decision and samples new roots);
 //! - `OTEL_SDK_DISABLED=true` turns export off whatever else is set.
 //!
-//! With a collector, spans are `tracing` spans that `tracing-opentelemetry` turns into
-//! OpenTelemetry spans. Without one, that layer is not installed (spans cost nothing) and
-//! each request or event runs in a task-local `traceparent` instead ([`in_light_context`]).
+//! With a traces endpoint, spans are `tracing` spans that `tracing-opentelemetry` turns
+//! into OpenTelemetry spans. Without one, that layer is not installed (spans cost nothing)
+//! and each request or event runs in a task-local `traceparent` instead
+//! ([`in_light_context`]).
 //! Either way the W3C trace context flows through HTTP calls and events, and every log
 //! line of a request carries its `trace_id` and `span_id`.
 
@@ -62,6 +63,8 @@ pub struct Telemetry {
 }
 
 struct Exporting {
+    /// Whether spans are exported (a traces endpoint is set): only then are they built.
+    traces: bool,
     tracer: SdkTracerProvider,
     meter: SdkMeterProvider,
     logger: SdkLoggerProvider,
@@ -126,7 +129,7 @@ pub fn init(service: &'static str, log_level: &str) -> Telemetry {
         },
         None => None,
     };
-    // Without a collector no span is built at all (see `spans_enabled`); the provider is
+    // Without a traces endpoint no span is built at all (see `spans_enabled`); the provider is
     // still installed so that code asking for a tracer gets one that records nothing.
     let tracer_provider = exporting.as_ref().map_or_else(
         || {
@@ -138,8 +141,9 @@ pub fn init(service: &'static str, log_level: &str) -> Telemetry {
     );
     let tracer = tracer_provider.tracer("missive");
     global::set_tracer_provider(tracer_provider);
-    let _ = SPANS.set(exporting.is_some());
-    let spans = exporting.is_some().then(|| {
+    let traces = exporting.as_ref().is_some_and(|e| e.traces);
+    let _ = SPANS.set(traces);
+    let spans = traces.then(|| {
         tracing_opentelemetry::layer()
             .with_tracer(tracer)
             .with_tracked_inactivity(false)
@@ -183,7 +187,7 @@ pub fn init(service: &'static str, log_level: &str) -> Telemetry {
     let _ = tracing_subscriber::registry()
         .with(Select {
             logs: log_filter(),
-            spans: exporting.is_some(),
+            spans: traces,
         })
         .with(spans)
         .with(stdout)
@@ -264,6 +268,7 @@ impl Exporting {
             logger = logger.with_batch_exporter(exporter);
         }
         Ok(Self {
+            traces: endpoint("traces").is_some(),
             tracer: tracer.build(),
             meter: meter.build(),
             logger: logger.build(),
@@ -346,7 +351,14 @@ fn resource(service: &'static str) -> Resource {
 pub(crate) fn with_span_context<R>(f: impl FnOnce() -> R) -> R {
     use tracing_opentelemetry::OpenTelemetrySpanExt as _;
     if !spans_enabled() {
-        return f();
+        // No spans: the task's light trace context, if there is one.
+        return match LIGHT_CONTEXT.try_with(|t| context_from_traceparent(t)) {
+            Ok(cx) => {
+                let _guard = cx.attach();
+                f()
+            }
+            Err(_) => f(),
+        };
     }
     let span = tracing::Span::current();
     if span.is_none() {
@@ -442,7 +454,7 @@ pub fn current_traceparent() -> Option<String> {
     traceparent_of(&cx)
 }
 
-/// Whether spans are built (a collector is configured). Without one, no OpenTelemetry
+/// Whether spans are built (spans are exported: a traces endpoint is set). Otherwise no OpenTelemetry
 /// layer is installed, spans cost nothing, and the trace context travels in a task-local
 /// `traceparent` instead: enough for events to continue the request's trace and for log
 /// lines to carry its ids.
