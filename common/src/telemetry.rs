@@ -129,8 +129,9 @@ pub fn init(service: &'static str, log_level: &str) -> Telemetry {
         },
         None => None,
     };
-    // Without a traces endpoint no span is built at all (see `spans_enabled`); the provider is
-    // still installed so that code asking for a tracer gets one that records nothing.
+    // Without a traces endpoint no span is built at all (see `spans_enabled`); the
+    // provider is still installed so that code asking for a tracer gets one that records
+    // nothing.
     let tracer_provider = exporting.as_ref().map_or_else(
         || {
             SdkTracerProvider::builder()
@@ -344,9 +345,9 @@ fn resource(service: &'static str) -> Resource {
     builder.build()
 }
 
-/// Runs `f` with the current tracing span's OpenTelemetry context made current, so that
-/// what reads `opentelemetry::Context::current()` (the OTLP log bridge, the JSON log's
-/// ids) sees the span. Spans do not activate their context on enter (see `init`); a log
+/// Runs `f` with the current tracing span's OpenTelemetry context made current (with
+/// spans off, the task's light trace context), so that what reads
+/// `opentelemetry::Context::current()`, the OTLP log bridge, sees it. Spans do not activate their context on enter (see `init`); a log
 /// line, written far less often than spans are entered, pays for it instead.
 pub(crate) fn with_span_context<R>(f: impl FnOnce() -> R) -> R {
     use tracing_opentelemetry::OpenTelemetrySpanExt as _;
@@ -454,8 +455,8 @@ pub fn current_traceparent() -> Option<String> {
     traceparent_of(&cx)
 }
 
-/// Whether spans are built (spans are exported: a traces endpoint is set). Otherwise no OpenTelemetry
-/// layer is installed, spans cost nothing, and the trace context travels in a task-local
+/// Whether spans are built (a traces endpoint is set). Otherwise no OpenTelemetry layer
+/// is installed, spans cost nothing, and the trace context travels in a task-local
 /// `traceparent` instead: enough for events to continue the request's trace and for log
 /// lines to carry its ids.
 pub fn spans_enabled() -> bool {
@@ -485,13 +486,6 @@ pub async fn in_light_context<F: std::future::Future>(parent: Option<&str>, work
         None => crate::events::new_traceparent(),
     };
     LIGHT_CONTEXT.scope(traceparent, work).await
-}
-
-/// `trace_id` and `span_id` of the light context, for log lines when spans are off.
-pub(crate) fn light_ids() -> Option<(String, String)> {
-    LIGHT_CONTEXT
-        .try_with(|t| (t[3..35].to_owned(), t[36..52].to_owned()))
-        .ok()
 }
 
 /// The `traceparent` of the span in `cx`, if it is valid.

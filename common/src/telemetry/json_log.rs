@@ -10,7 +10,6 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 
-use opentelemetry::trace::TraceContextExt as _;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tracing::field::{Field, Visit};
@@ -54,23 +53,14 @@ fn format_line(service: &str, event: &Event<'_>) -> String {
     push_json(&mut line, meta.target());
     line.push_str(",\"service.name\":");
     push_json(&mut line, service);
-    let ids = super::with_span_context(|| {
-        let cx = opentelemetry::Context::current();
-        let span = cx.span();
-        let context = span.span_context();
-        context.is_valid().then(|| {
-            (
-                context.trace_id().to_string(),
-                context.span_id().to_string(),
-            )
-        })
-    })
-    // Spans off: the task's light trace context.
-    .or_else(super::light_ids);
-    if let Some((trace_id, span_id)) = ids {
+    // The current span's ids, or with spans off the task's light trace context: a
+    // `traceparent` is `00-{trace_id}-{span_id}-{flags}`.
+    if let Some(traceparent) = super::current_traceparent() {
         let _ = write!(
             line,
-            ",\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\""
+            ",\"trace_id\":\"{}\",\"span_id\":\"{}\"",
+            &traceparent[3..35],
+            &traceparent[36..52]
         );
     }
     for (name, value) in fields.rest {
