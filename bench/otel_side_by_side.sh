@@ -31,6 +31,12 @@ sink=$!
 trap 'kill $sink 2>/dev/null || true' EXIT
 results=$(mktemp)
 
+session() {
+  curl -si -H 'content-type: application/json' \
+    -d '{"username":"bench","password":"benchmark!"}' "http://127.0.0.1:$1/api/auth/$2" \
+    | sed -n 's/^set-cookie: \(missive_session=[^;]*\).*/\1/Ip' | tr -d '\r'
+}
+
 run() {
   local label=$1 binary=$2 endpoint=$3 work port dev cookie server0 sink0 rps
   work=$(mktemp -d)
@@ -39,9 +45,9 @@ run() {
     exec ${server_cpu[@]+"${server_cpu[@]}"} "$binary" >"$work/dev.log" 2>&1) &
   dev=$!
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
-  cookie=$(curl -si -H 'content-type: application/json' \
-    -d '{"username":"bench","password":"benchmark!"}' "http://127.0.0.1:$port/api/auth/signup" \
-    | sed -n 's/^set-cookie: \(missive_session=[^;]*\).*/\1/Ip' | tr -d '\r')
+  # Signs up, or logs in where an earlier run (DATABASE_URL set) already did.
+  cookie=$(session "$port" signup)
+  [ -n "$cookie" ] || cookie=$(session "$port" login)
   for i in $(seq 1 25); do
     curl -sf -o /dev/null -H "cookie: $cookie" -H 'content-type: application/json' \
       -d "{\"text\":\"message number $i\"}" "http://127.0.0.1:$port/api/messages"

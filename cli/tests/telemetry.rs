@@ -21,12 +21,18 @@ const PRODUCER: i32 = 4;
 const CONSUMER: i32 = 5;
 
 const PASSWORD: &str = "correct horse battery";
+/// Sent as `OTEL_EXPORTER_OTLP_HEADERS=authorization=Bearer%20...`.
+const AUTHORIZATION: &str = "Bearer otlp token";
 const TEXT: &str = "the quiet secret note 🦀 메시지";
 
 /// `missive dev` exporting to `receiver`, flushing often so the test does not wait.
 fn exporting(setup: &Setup, receiver: &OtlpReceiver) -> Dev {
     let mut cmd = setup.command();
     cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint())
+        .env(
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            format!("authorization={}", AUTHORIZATION.replace(' ', "%20")),
+        )
         .env("OTEL_BSP_SCHEDULE_DELAY", "200")
         .env("OTEL_BLRP_SCHEDULE_DELAY", "200")
         .env("OTEL_METRIC_EXPORT_INTERVAL", "500")
@@ -331,6 +337,17 @@ fn one_trace_runs_from_the_browser_through_kafka_to_redis() {
         assert!(
             names.iter().any(|n| n == metric),
             "{metric} missing: {names:?}"
+        );
+    }
+
+    // Every export carried OTEL_EXPORTER_OTLP_HEADERS, percent-decoded (traces have an
+    // exporter of our own; metrics and logs opentelemetry-otlp's).
+    for signal in ["traces", "logs", "metrics"] {
+        let seen = receiver.authorization(signal);
+        assert!(!seen.is_empty(), "no {signal} export");
+        assert!(
+            seen.iter().all(|a| a.as_deref() == Some(AUTHORIZATION)),
+            "{signal}: {seen:?}"
         );
     }
 }

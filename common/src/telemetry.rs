@@ -21,6 +21,7 @@
 
 mod json_log;
 pub mod metrics;
+mod otlp_traces;
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -238,16 +239,30 @@ impl Exporting {
         resource: &Resource,
     ) -> anyhow::Result<Self> {
         // One HTTP client for the three exporters, built when first used.
-        let client: Arc<dyn opentelemetry_http::HttpClient> = Arc::new(LazyClient::default());
+        let client: Arc<dyn opentelemetry_http::HttpClient> =
+            Arc::new(LazyClient::new(timeout("OTEL_EXPORTER_OTLP_TIMEOUT")));
         let endpoint = |signal: &str| endpoints.get(signal).cloned();
 
         let mut tracer = SdkTracerProvider::builder().with_resource(resource.clone());
         if let Some(url) = endpoint("traces") {
-            let exporter = opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .with_endpoint(url)
-                .with_shared_http_client(client.clone())
-                .build()?;
+            // Spans have an exporter of our own (see `otlp_traces`): they are most of what
+            // is exported, and `opentelemetry-otlp`'s made tracing cost twice as much.
+            if let Some(compression) = [
+                "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+                "OTEL_EXPORTER_OTLP_COMPRESSION",
+            ]
+            .iter()
+            .find_map(|name| std::env::var(name).ok())
+            .filter(|c| !c.is_empty() && c != "none")
+            {
+                anyhow::bail!("OTLP compression {compression:?} is not built in");
+            }
+            let exporter = otlp_traces::OtlpSpanExporter::new(
+                client.clone(),
+                &url,
+                otlp_traces::headers_from_env()?,
+                timeout("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"),
+            )?;
             tracer = tracer.with_batch_exporter(exporter);
         }
         let mut meter = SdkMeterProvider::builder().with_resource(resource.clone());
@@ -277,11 +292,33 @@ impl Exporting {
     }
 }
 
+/// An export's timeout from `var` (milliseconds), else from `OTEL_EXPORTER_OTLP_TIMEOUT`,
+/// else 10 s (the OTLP exporter specification).
+fn timeout(var: &str) -> Duration {
+    [var, "OTEL_EXPORTER_OTLP_TIMEOUT"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok()?.trim().parse().ok())
+        .map_or(Duration::from_secs(10), Duration::from_millis)
+}
+
 /// The exporters' HTTP client, built on the first export, on an exporter thread. Built at
 /// start-up it cost ~5 ms of every cold start (TLS roots, the blocking client's own
 /// runtime thread), before the first request could be served.
-#[derive(Debug, Default)]
-struct LazyClient(OnceLock<Result<reqwest::blocking::Client, String>>);
+#[derive(Debug)]
+struct LazyClient {
+    client: OnceLock<Result<reqwest::blocking::Client, String>>,
+    /// Of one HTTP request.
+    timeout: Duration,
+}
+
+impl LazyClient {
+    fn new(timeout: Duration) -> Self {
+        Self {
+            client: OnceLock::new(),
+            timeout,
+        }
+    }
+}
 
 #[async_trait::async_trait]
 impl opentelemetry_http::HttpClient for LazyClient {
@@ -289,12 +326,12 @@ impl opentelemetry_http::HttpClient for LazyClient {
         &self,
         request: axum::http::Request<bytes::Bytes>,
     ) -> Result<axum::http::Response<bytes::Bytes>, opentelemetry_http::HttpError> {
-        let client = self.0.get_or_init(|| {
+        let client = self.client.get_or_init(|| {
             // HTTPS to a remote collector: rustls with ring (no OpenSSL in the image).
             #[cfg(feature = "otlp-tls")]
             let _ = rustls::crypto::ring::default_provider().install_default();
             reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(10))
+                .timeout(self.timeout)
                 .build()
                 .map_err(|e| format!("building the OTLP HTTP client: {e}"))
         });

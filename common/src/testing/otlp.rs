@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -78,6 +78,19 @@ struct Received {
     logs: Vec<LogRecord>,
     metrics: Vec<String>,
     requests: usize,
+    /// The `authorization` header of each export request, by signal (`traces`, ...).
+    authorization: Vec<(&'static str, Option<String>)>,
+}
+
+impl Received {
+    fn count(&mut self, signal: &'static str, headers: &HeaderMap) {
+        self.requests += 1;
+        let authorization = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        self.authorization.push((signal, authorization));
+    }
 }
 
 /// A running receiver; stops with the process.
@@ -142,6 +155,17 @@ impl OtlpReceiver {
         self.lock().requests
     }
 
+    /// The `authorization` header each export request of `signal` (`traces`, `logs`,
+    /// `metrics`) came with.
+    pub fn authorization(&self, signal: &str) -> Vec<Option<String>> {
+        self.lock()
+            .authorization
+            .iter()
+            .filter(|(s, _)| *s == signal)
+            .map(|(_, a)| a.clone())
+            .collect()
+    }
+
     /// Waits until `check` holds for the spans received, or panics after `within`.
     pub fn wait_for_spans(&self, within: Duration, what: &str, check: impl Fn(&[Span]) -> bool) {
         let deadline = Instant::now() + within;
@@ -160,7 +184,7 @@ impl OtlpReceiver {
 
 type Shared = State<Arc<Mutex<Received>>>;
 
-async fn traces(State(received): Shared, body: Bytes) -> StatusCode {
+async fn traces(State(received): Shared, headers: HeaderMap, body: Bytes) -> StatusCode {
     let Ok(request) = ExportTraceServiceRequest::decode(body) else {
         return StatusCode::BAD_REQUEST;
     };
@@ -200,11 +224,11 @@ async fn traces(State(received): Shared, body: Bytes) -> StatusCode {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     received.spans.extend(spans);
-    received.requests += 1;
+    received.count("traces", &headers);
     StatusCode::OK
 }
 
-async fn logs(State(received): Shared, body: Bytes) -> StatusCode {
+async fn logs(State(received): Shared, headers: HeaderMap, body: Bytes) -> StatusCode {
     let Ok(request) = ExportLogsServiceRequest::decode(body) else {
         return StatusCode::BAD_REQUEST;
     };
@@ -228,11 +252,11 @@ async fn logs(State(received): Shared, body: Bytes) -> StatusCode {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     received.logs.extend(logs);
-    received.requests += 1;
+    received.count("logs", &headers);
     StatusCode::OK
 }
 
-async fn metrics(State(received): Shared, body: Bytes) -> StatusCode {
+async fn metrics(State(received): Shared, headers: HeaderMap, body: Bytes) -> StatusCode {
     let Ok(request) = ExportMetricsServiceRequest::decode(body) else {
         return StatusCode::BAD_REQUEST;
     };
@@ -246,7 +270,7 @@ async fn metrics(State(received): Shared, body: Bytes) -> StatusCode {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     received.metrics.extend(names);
-    received.requests += 1;
+    received.count("metrics", &headers);
     StatusCode::OK
 }
 
