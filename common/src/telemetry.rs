@@ -245,8 +245,9 @@ impl Exporting {
 
         let mut tracer = SdkTracerProvider::builder().with_resource(resource.clone());
         if let Some(url) = endpoint("traces") {
-            // Spans have an exporter of our own (see `otlp_traces`): they are most of what
-            // is exported, and `opentelemetry-otlp`'s made tracing cost twice as much.
+            // Spans have a processor and exporter of our own (see `otlp_traces`): they are
+            // most of what is exported, and the SDK's batch processor with
+            // `opentelemetry-otlp`'s exporter made tracing cost about twice as much.
             if let Some(compression) = [
                 "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
                 "OTEL_EXPORTER_OTLP_COMPRESSION",
@@ -257,13 +258,16 @@ impl Exporting {
             {
                 anyhow::bail!("OTLP compression {compression:?} is not built in");
             }
-            let exporter = otlp_traces::OtlpSpanExporter::new(
+            let sender = otlp_traces::OtlpSender::new(
                 client.clone(),
                 &url,
                 otlp_traces::headers_from_env()?,
                 timeout("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"),
             )?;
-            tracer = tracer.with_batch_exporter(exporter);
+            tracer = tracer.with_span_processor(otlp_traces::BatchSpanEncoder::start(
+                sender,
+                otlp_traces::Limits::from_env(),
+            )?);
         }
         let mut meter = SdkMeterProvider::builder().with_resource(resource.clone());
         if let Some(url) = endpoint("metrics") {
