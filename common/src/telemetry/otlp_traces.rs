@@ -410,8 +410,9 @@ fn percent_decode(value: &str) -> Option<String> {
 //
 // Field numbers are those of opentelemetry-proto's `trace/v1/trace.proto`,
 // `common/v1/common.proto` and `resource/v1/resource.proto`, written in the order of
-// their numbers, as prost does: the output is byte for byte prost's. As protobuf 3 does, scalar fields at their default value are left out;
-// messages (including `Status`) and the members of a `oneof` are written even when empty.
+// their numbers, as prost does: the output is byte for byte prost's. As protobuf 3 does,
+// scalar fields at their default value are left out; messages (including `Status`) and
+// the members of a `oneof` are written even when empty.
 
 const LEN: u8 = 2;
 const VARINT: u8 = 0;
@@ -635,12 +636,22 @@ fn tag(buf: &mut Vec<u8>, field: u32, wire: u8) {
     varint(buf, u64::from(field << 3 | u32::from(wire)));
 }
 
-fn varint(buf: &mut Vec<u8>, mut v: u64) {
+fn varint(buf: &mut Vec<u8>, v: u64) {
+    let mut bytes = [0; 10];
+    let n = varint_into(&mut bytes, v);
+    buf.extend_from_slice(&bytes[..n]);
+}
+
+/// Writes the varint of `v` at the start of `out` (long enough for it); returns its length.
+fn varint_into(out: &mut [u8], mut v: u64) -> usize {
+    let mut n = 0;
     while v >= 0x80 {
-        buf.push((v as u8) | 0x80);
+        out[n] = (v as u8) | 0x80;
         v >>= 7;
+        n += 1;
     }
-    buf.push(v as u8);
+    out[n] = v as u8;
+    n + 1
 }
 
 fn uint(buf: &mut Vec<u8>, field: u32, v: u64) {
@@ -695,22 +706,10 @@ fn message(buf: &mut Vec<u8>, field: u32, body: impl FnOnce(&mut Vec<u8>)) {
     buf.extend_from_slice(&[0; RESERVED]);
     body(buf);
     let len = buf.len() - at - RESERVED;
-    let mut small = [0u8; RESERVED];
-    let used = {
-        // The varint of `len`, written into `small` without allocating.
-        let mut v = len as u64;
-        let mut n = 0;
-        while v >= 0x80 {
-            small[n] = (v as u8) | 0x80;
-            v >>= 7;
-            n += 1;
-        }
-        small[n] = v as u8;
-        n + 1
-    };
+    let used = varint_len(len);
     buf.copy_within(at + RESERVED.., at + used);
     buf.truncate(at + used + len);
-    buf[at..at + used].copy_from_slice(&small[..used]);
+    varint_into(&mut buf[at..at + used], len as u64);
 }
 
 #[cfg(test)]
