@@ -8,6 +8,8 @@
 # (bench/otlp_sink.py). Optionally a third binary (e.g. one built before telemetry
 # existed) runs as "base" in each round.
 #   ROUNDS=10 DURATION=5 bash bench/otel_side_by_side.sh target/release/missive [BASE_BINARY]
+# With DATABASE_URL and REDIS_URL set, `missive dev` runs on MariaDB and Redis instead of
+# SQLite (the bench user signs up once, then logs in).
 # Each line also gives the server's CPU time per request (all its threads, from /proc)
 # and the sink's CPU time. PIN=1 runs the server on CPU 1 and wrk and the sink on CPU 0:
 # the server (exporter threads included) then has one core of its own, as a function's
