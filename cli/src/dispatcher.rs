@@ -28,9 +28,9 @@ use tower::ServiceExt;
 use common::events::CloudEvent;
 use common::kafka::{self, KafkaPublisher};
 use common::telemetry;
+use common::telemetry::SpanExt as _;
 use opentelemetry::KeyValue;
 use tracing::Instrument as _;
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 /// Where records of one topic go.
 pub struct Sink {
@@ -200,7 +200,7 @@ fn process_span<M: Message>(sink: &Sink, record: &M) -> tracing::Span {
         find("traceparent").or_else(|| find("ce_traceparent"))
     });
     if let Some(traceparent) = traceparent.filter(|t| common::events::valid_traceparent(t)) {
-        let _ = span.set_parent(telemetry::context_from_traceparent(&traceparent));
+        span.set_parent(telemetry::context_from_traceparent(&traceparent));
     }
     span
 }

@@ -421,8 +421,8 @@ impl HttpSink {
 #[async_trait]
 impl EventPublisher for HttpSink {
     async fn publish(&self, event: &CloudEvent) -> anyhow::Result<()> {
+        use crate::telemetry::SpanExt as _;
         use tracing::Instrument as _;
-        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
         // A client span per delivery (HTTP conventions), its context sent as
         // `traceparent` so the sink's server span is its child.
         let span = tracing::info_span!(

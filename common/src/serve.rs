@@ -22,12 +22,12 @@ use axum::routing::get;
 use clap::Parser;
 use std::sync::Arc;
 
+use crate::telemetry::SpanExt as _;
 use opentelemetry::{KeyValue, StringValue};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
 use tracing::Instrument as _;
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::config::Config;
 use crate::error::error_response;
@@ -384,7 +384,7 @@ async fn http_span(req: Request, next: Next) -> Response {
         http.response.status_code = tracing::field::Empty,
         "error.type" = tracing::field::Empty,
     );
-    let _ = span.set_parent(crate::telemetry::context_from_headers(req.headers()));
+    span.set_parent(crate::telemetry::context_from_headers(req.headers()));
     let started = Instant::now();
     let response = next.run(req).instrument(span.clone()).await;
     let latency = started.elapsed();

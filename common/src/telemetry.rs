@@ -12,8 +12,8 @@
 //!   `parentbased_traceidratio` keeps the caller's decision and samples new roots);
 //! - `OTEL_SDK_DISABLED=true` turns export off whatever else is set.
 //!
-//! With a traces endpoint, spans are `tracing` spans that `tracing-opentelemetry` turns
-//! into OpenTelemetry spans. Without one, that layer is not installed (spans cost nothing)
+//! With a traces endpoint, spans are `tracing` spans that the span layer ([`spans`]) turns
+//! into OTLP spans. Without one, that layer is not installed (spans cost nothing)
 //! and each request or event runs in a task-local `traceparent` instead
 //! ([`in_light_context`]).
 //! Either way the W3C trace context flows through HTTP calls and events, and every log
@@ -22,23 +22,24 @@
 mod json_log;
 pub mod metrics;
 mod otlp_traces;
+mod spans;
+
+pub use spans::SpanExt;
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use opentelemetry::propagation::TextMapCompositePropagator;
-use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::{KeyValue, global};
 use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
-use tracing_subscriber::{EnvFilter, Layer as _};
 
 /// Level of the spans sent to OpenTelemetry (independent of the log level): every span
 /// we create is INFO, so traces are whole even when logs show only warnings.
@@ -64,9 +65,8 @@ pub struct Telemetry {
 }
 
 struct Exporting {
-    /// Whether spans are exported (a traces endpoint is set): only then are they built.
-    traces: bool,
-    tracer: SdkTracerProvider,
+    /// The span exporter, when a traces endpoint is set: only then are spans built.
+    spans: Option<Arc<otlp_traces::BatchSpanEncoder>>,
     meter: SdkMeterProvider,
     logger: SdkLoggerProvider,
 }
@@ -82,9 +82,18 @@ impl Telemetry {
         // Each provider flushes its batch on shutdown; failures can only be reported to
         // stderr now, since logging itself is being shut down.
         for (signal, result) in [
-            ("traces", exporting.tracer.shutdown()),
-            ("metrics", exporting.meter.shutdown()),
-            ("logs", exporting.logger.shutdown()),
+            (
+                "traces",
+                exporting.spans.map_or(Ok(()), |spans| spans.shutdown()),
+            ),
+            (
+                "metrics",
+                exporting.meter.shutdown().map_err(|e| e.to_string()),
+            ),
+            (
+                "logs",
+                exporting.logger.shutdown().map_err(|e| e.to_string()),
+            ),
         ] {
             if let Err(err) = result {
                 eprintln!("telemetry: flushing {signal} failed: {err}");
@@ -130,51 +139,10 @@ pub fn init(service: &'static str, log_level: &str) -> Telemetry {
         },
         None => None,
     };
-    // Without a traces endpoint no span is built at all (see `spans_enabled`); the
-    // provider is still installed so that code asking for a tracer gets one that records
-    // nothing.
-    let tracer_provider = exporting.as_ref().map_or_else(
-        || {
-            SdkTracerProvider::builder()
-                .with_resource(resource.clone())
-                .build()
-        },
-        |e| e.tracer.clone(),
-    );
-    let tracer = tracer_provider.tracer("missive");
-    global::set_tracer_provider(tracer_provider);
-    let traces = exporting.as_ref().is_some_and(|e| e.traces);
-    let _ = SPANS.set(traces);
-    let spans = traces.then(|| {
-        tracing_opentelemetry::layer()
-            .with_tracer(tracer)
-            .with_tracked_inactivity(false)
-            // Making each span's context current on every poll of every instrumented future
-            // costs a lock, a clone and a thread-local push per enter. Nothing needs it per
-            // poll: parents come from the tracing span stack, outgoing calls take their
-            // context from the span, and log lines activate it themselves when one is
-            // written ([`with_span_context`]).
-            .with_context_activation(false)
-            .with_location(false)
-            .with_threads(false)
-            .with_target(false)
-            .with_filter(
-                tracing_subscriber::filter::filter_fn(|meta| {
-                    // Spans at INFO and above make the traces; of the events, only warnings and
-                    // errors become span events (an access line per request would double
-                    // every request's export for nothing: it is in the logs).
-                    if meta.is_span() {
-                        *meta.level() <= SPAN_LEVEL
-                    } else {
-                        *meta.level() <= tracing::Level::WARN
-                    }
-                })
-                // Without a hint the subscriber's maximum level is computed from the other
-                // layers alone (WARN with LOG_LEVEL=warn), and INFO spans get disabled at their
-                // call sites, some of them, depending on registration order.
-                .with_max_level_hint(tracing::level_filters::LevelFilter::from_level(SPAN_LEVEL)),
-            )
-    });
+    // Without a traces endpoint no span is built at all (see `spans_enabled`).
+    let encoder = exporting.as_ref().and_then(|e| e.spans.clone());
+    let _ = SPANS.set(encoder.is_some());
+    let spans = encoder.map(spans::SpanLayer::new);
     let otlp_logs = exporting.as_ref().map(|e| {
         InSpanContext(
             opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(&e.logger),
@@ -183,13 +151,14 @@ pub fn init(service: &'static str, log_level: &str) -> Telemetry {
     if let Some(e) = &exporting {
         global::set_meter_provider(e.meter.clone());
     }
-    // One global filter, and a per-layer filter on the span layer only: every per-layer
-    // filter costs a registry look-up on every enter and exit of every span, and spans
-    // are entered on every poll of the future they instrument.
+    // One global filter and no per-layer filter: a per-layer filter costs a registry
+    // look-up on every enter and exit of every span, and spans are entered on every poll
+    // of the future they instrument. The span layer keeps only warnings and errors of
+    // the events itself.
     let _ = tracing_subscriber::registry()
         .with(Select {
             logs: log_filter(),
-            spans: traces,
+            spans: spans.is_some(),
         })
         .with(spans)
         .with(stdout)
@@ -243,11 +212,12 @@ impl Exporting {
             Arc::new(LazyClient::new(timeout("OTEL_EXPORTER_OTLP_TIMEOUT")));
         let endpoint = |signal: &str| endpoints.get(signal).cloned();
 
-        let mut tracer = SdkTracerProvider::builder().with_resource(resource.clone());
+        let mut spans = None;
         if let Some(url) = endpoint("traces") {
-            // Spans have a processor and exporter of our own (see `otlp_traces`): they are
-            // most of what is exported, and the SDK's batch processor with
-            // `opentelemetry-otlp`'s exporter made tracing cost about twice as much.
+            // Spans have a layer, processor and exporter of our own (see `spans` and
+            // `otlp_traces`): they are most of what is exported, and built with
+            // `tracing-opentelemetry`, the SDK's tracer and batch processor and
+            // `opentelemetry-otlp`'s exporter, tracing cost about twice as much.
             if let Some(compression) = [
                 "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
                 "OTEL_EXPORTER_OTLP_COMPRESSION",
@@ -264,10 +234,11 @@ impl Exporting {
                 otlp_traces::headers_from_env()?,
                 timeout("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"),
             )?;
-            tracer = tracer.with_span_processor(otlp_traces::BatchSpanEncoder::start(
+            spans = Some(Arc::new(otlp_traces::BatchSpanEncoder::start(
                 sender,
                 otlp_traces::Limits::from_env(),
-            )?);
+                resource,
+            )?));
         }
         let mut meter = SdkMeterProvider::builder().with_resource(resource.clone());
         if let Some(url) = endpoint("metrics") {
@@ -288,8 +259,7 @@ impl Exporting {
             logger = logger.with_batch_exporter(exporter);
         }
         Ok(Self {
-            traces: endpoint("traces").is_some(),
-            tracer: tracer.build(),
+            spans,
             meter: meter.build(),
             logger: logger.build(),
         })
@@ -391,7 +361,6 @@ fn resource(service: &'static str) -> Resource {
 /// `opentelemetry::Context::current()`, the OTLP log bridge, sees it. Spans do not activate their context on enter (see `init`); a log
 /// line, written far less often than spans are entered, pays for it instead.
 pub(crate) fn with_span_context<R>(f: impl FnOnce() -> R) -> R {
-    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
     if !spans_enabled() {
         // No spans: the task's light trace context, if there is one.
         return match LIGHT_CONTEXT.try_with(|t| context_from_traceparent(t)) {
@@ -488,12 +457,10 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Select {
 /// The W3C trace context of the current span, as a `traceparent` value; `None` outside
 /// any span (or when no tracing subscriber is installed).
 pub fn current_traceparent() -> Option<String> {
-    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
     if !spans_enabled() {
         return LIGHT_CONTEXT.try_with(Clone::clone).ok();
     }
-    let cx = tracing::Span::current().context();
-    traceparent_of(&cx)
+    spans::current_traceparent()
 }
 
 /// Whether spans are built (a traces endpoint is set). Otherwise no OpenTelemetry layer
@@ -564,7 +531,6 @@ pub fn context_from_headers(headers: &axum::http::HeaderMap) -> opentelemetry::C
 /// child.
 pub fn join_trace(span: &tracing::Span, event_traceparent: Option<&str>) {
     use opentelemetry::trace::TraceContextExt as _;
-    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
     let Some(traceparent) = event_traceparent.filter(|t| crate::events::valid_traceparent(t))
     else {
         return;
@@ -574,7 +540,7 @@ pub fn join_trace(span: &tracing::Span, event_traceparent: Option<&str>) {
     let current_span = current.span();
     let caller = current_span.span_context();
     if caller.trace_id() != origin.span().span_context().trace_id() {
-        let _ = span.set_parent(origin);
+        span.set_parent(origin);
         if caller.is_valid() {
             span.add_link(caller.clone());
         }

@@ -8,12 +8,12 @@
 //! 2,100 to 6,500 requests/s and p99 from 20 ms to 11 ms (bench/run.sh). At low load a
 //! batch is one message, written at once: nothing ever waits for a batch to fill.
 
+use crate::telemetry::SpanExt as _;
 use anyhow::Context;
 use opentelemetry::trace::TraceContextExt as _;
 use sqlx::AnyPool;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument as _;
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use super::outbox::{self, OutboxEntry};
 use super::traced;

@@ -4,12 +4,11 @@
 //! The SDK's batch processor hands spans (`SpanData`) to a thread of its own, and
 //! `opentelemetry-otlp`'s exporter there turns each into `opentelemetry-proto`'s structs
 //! (a `String` or `Vec` for every id, name and attribute), encodes those and frees
-//! everything. Under load that was most of the cost of tracing: the side-by-side
-//! benchmark lost 15–22 % of its throughput with spans exported that way, about 9 % with
-//! an exporter that dropped them unread (`bench/README.md`). Here [`BatchSpanEncoder`] writes
-//! the span's bytes on the thread that ended it, while its data is still in the cache,
-//! and frees it there; a thread of its own sends the batches. The wire format is the same
-//! (the tests check it byte for byte against `opentelemetry-proto` and prost), and so is
+//! everything. Under load that was most of the cost of tracing (`bench/README.md`). Here
+//! the span layer ([`super::spans`]) writes each attribute's bytes as the span records
+//! it, and [`BatchSpanEncoder`] adds the rest of the span to the pending batch on the
+//! thread that ended it; a thread of its own sends the batches. The wire format is
+//! `opentelemetry-proto`'s (the tests check it byte for byte against prost), and so is
 //! the behaviour around it: `OTEL_BSP_SCHEDULE_DELAY`, `OTEL_BSP_MAX_QUEUE_SIZE` and
 //! `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`, `OTEL_EXPORTER_OTLP_(TRACES_)HEADERS` and
 //! `..._TIMEOUT`, retries with backoff on the statuses the OTLP specification calls
@@ -21,11 +20,11 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, header};
-use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status};
-use opentelemetry::{Array, InstrumentationScope, KeyValue, Value};
+use opentelemetry::trace::{
+    SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
+};
+use opentelemetry::{Array, Value};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
-use opentelemetry_sdk::trace::{SpanData, SpanProcessor};
 
 /// Retries after the first attempt, and the backoff between them (doubling, capped),
 /// as `opentelemetry-otlp` does for its HTTP exporters.
@@ -106,11 +105,37 @@ impl OtlpSender {
     }
 }
 
-/// The span processor: encodes each ended span into the pending batch of its
-/// instrumentation scope; a thread (`otlp-spans`) sends the batch when it holds
-/// `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` spans, after `OTEL_BSP_SCHEDULE_DELAY`, on
-/// `force_flush` and on shutdown. Spans beyond `OTEL_BSP_MAX_QUEUE_SIZE` waiting are
-/// dropped and counted, as the SDK's batch processor does.
+/// An ended span, as the span layer hands it over: the attributes, events and links
+/// already encoded (each with its field tag), the rest as values.
+pub(super) struct SpanRecord {
+    pub(super) trace_id: TraceId,
+    pub(super) span_id: SpanId,
+    pub(super) flags: TraceFlags,
+    pub(super) trace_state: TraceState,
+    /// `SpanId::INVALID` for a root span.
+    pub(super) parent_span_id: SpanId,
+    pub(super) parent_is_remote: bool,
+    pub(super) name: std::borrow::Cow<'static, str>,
+    pub(super) kind: SpanKind,
+    pub(super) start: SystemTime,
+    pub(super) end: SystemTime,
+    /// `Span.attributes` fields (9), see [`attr_str`] and its siblings.
+    pub(super) attributes: Vec<u8>,
+    pub(super) dropped_attributes: u32,
+    /// `Span.events` fields (11), see [`event`].
+    pub(super) events: Vec<u8>,
+    pub(super) dropped_events: u32,
+    /// `Span.links` fields (13), see [`link`].
+    pub(super) links: Vec<u8>,
+    pub(super) dropped_links: u32,
+    pub(super) status: Status,
+}
+
+/// The span processor: encodes each ended span into the pending batch; a thread
+/// (`otlp-spans`) sends the batch when it holds `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` spans,
+/// after `OTEL_BSP_SCHEDULE_DELAY`, on [`Self::force_flush`] and on
+/// [`Self::shutdown`]. Spans beyond `OTEL_BSP_MAX_QUEUE_SIZE` waiting are dropped and
+/// counted, as the SDK's batch processor does.
 pub(super) struct BatchSpanEncoder {
     shared: Arc<Shared>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -129,7 +154,7 @@ struct Shared {
     pending: Mutex<Pending>,
     wake: Condvar,
     /// The `Resource` message's body, and its schema URL.
-    resource: Mutex<(Vec<u8>, String)>,
+    resource: (Vec<u8>, String),
     limits: Limits,
 }
 
@@ -169,7 +194,8 @@ impl Limits {
 
 #[derive(Default)]
 struct Pending {
-    scopes: Vec<ScopeBatch>,
+    /// `ScopeSpans.spans` fields, each with its tag and length.
+    encoded: Vec<u8>,
     spans: usize,
     /// Spans dropped because the queue was full, since the last export.
     dropped: u64,
@@ -178,19 +204,19 @@ struct Pending {
     shutdown: bool,
 }
 
-/// The spans of one instrumentation scope, encoded: `ScopeSpans.spans` fields, each with
-/// its tag and length.
-struct ScopeBatch {
-    scope: InstrumentationScope,
-    spans: Vec<u8>,
-}
+/// Every span comes from the one span layer, so one instrumentation scope.
+pub(super) const SCOPE: &str = "missive";
 
 impl BatchSpanEncoder {
-    pub(super) fn start(sender: OtlpSender, limits: Limits) -> std::io::Result<Self> {
+    pub(super) fn start(
+        sender: OtlpSender,
+        limits: Limits,
+        resource: &Resource,
+    ) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             pending: Mutex::new(Pending::default()),
             wake: Condvar::new(),
-            resource: Mutex::new((Vec::new(), String::new())),
+            resource: encode_resource(resource),
             limits,
         });
         let thread = std::thread::Builder::new()
@@ -205,14 +231,46 @@ impl BatchSpanEncoder {
         })
     }
 
+    /// Adds an ended span to the pending batch (or drops it, the queue being full).
+    pub(super) fn end(&self, span: &SpanRecord) {
+        let limits = self.shared.limits;
+        let mut pending = self.shared.pending();
+        if pending.shutdown {
+            return;
+        }
+        if pending.spans >= limits.max_queue {
+            pending.dropped += 1;
+            return;
+        }
+        if pending.encoded.capacity() == 0 {
+            pending.encoded.reserve(64 * 1024);
+        }
+        message(&mut pending.encoded, 2, |buf| encode_span(buf, span));
+        pending.spans += 1;
+        if pending.spans == limits.max_batch {
+            self.shared.wake.notify_one();
+        }
+    }
+
+    /// Exports what is pending and waits for the result.
+    #[cfg(test)]
+    fn force_flush(&self) -> Result<(), String> {
+        self.export_now(false, FLUSH_TIMEOUT)
+    }
+
+    /// Exports what is pending, then stops the thread; later spans are dropped.
+    pub(super) fn shutdown(&self) -> Result<(), String> {
+        self.export_now(true, FLUSH_TIMEOUT)
+    }
+
     /// Asks the thread for an export now (and, with `shutdown`, to stop after it);
     /// waits up to `timeout` for its result.
-    fn export_now(&self, shutdown: bool, timeout: Duration) -> OTelSdkResult {
+    fn export_now(&self, shutdown: bool, timeout: Duration) -> Result<(), String> {
         let (tx, rx) = mpsc::channel();
         {
             let mut pending = self.shared.pending();
             if pending.shutdown {
-                return Err(OTelSdkError::AlreadyShutdown);
+                return Err("the span exporter is already shut down".into());
             }
             pending.shutdown = shutdown;
             pending.waiting.push(tx);
@@ -220,7 +278,7 @@ impl BatchSpanEncoder {
         self.shared.wake.notify_one();
         let result = rx
             .recv_timeout(timeout)
-            .map_err(|_| OTelSdkError::Timeout(timeout))?;
+            .map_err(|_| format!("no export within {timeout:?}"))?;
         if shutdown {
             let thread = self
                 .thread
@@ -231,46 +289,7 @@ impl BatchSpanEncoder {
                 let _ = thread.join();
             }
         }
-        result.map_err(OTelSdkError::InternalFailure)
-    }
-}
-
-impl SpanProcessor for BatchSpanEncoder {
-    fn on_start(&self, _span: &mut opentelemetry_sdk::trace::Span, _cx: &opentelemetry::Context) {}
-
-    fn on_end(&self, span: SpanData) {
-        let limits = self.shared.limits;
-        let mut pending = self.shared.pending();
-        if pending.shutdown {
-            return;
-        }
-        if pending.spans >= limits.max_queue {
-            pending.dropped += 1;
-            return;
-        }
-        append(&mut pending.scopes, &span);
-        pending.spans += 1;
-        if pending.spans == limits.max_batch {
-            self.shared.wake.notify_one();
-        }
-        // `span` is freed here, after the lock, by the thread that allocated it.
-        drop(pending);
-    }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        self.export_now(false, FLUSH_TIMEOUT)
-    }
-
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.export_now(true, timeout)
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        *self
-            .shared
-            .resource
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = encode_resource(resource);
+        result
     }
 }
 
@@ -281,7 +300,7 @@ fn export_loop(shared: &Shared, sender: &OtlpSender) {
     let mut last_export = Instant::now();
     let mut failing = false;
     loop {
-        let (scopes, waiting, shutdown, dropped) = {
+        let (encoded, waiting, shutdown, dropped) = {
             let mut pending = shared.pending();
             loop {
                 let elapsed = last_export.elapsed();
@@ -300,7 +319,7 @@ fn export_loop(shared: &Shared, sender: &OtlpSender) {
             }
             pending.spans = 0;
             (
-                std::mem::take(&mut pending.scopes),
+                std::mem::take(&mut pending.encoded),
                 std::mem::take(&mut pending.waiting),
                 pending.shutdown,
                 std::mem::take(&mut pending.dropped),
@@ -310,17 +329,11 @@ fn export_loop(shared: &Shared, sender: &OtlpSender) {
         if dropped > 0 {
             tracing::warn!(dropped, "spans dropped: the export queue was full");
         }
-        let result = if scopes.is_empty() {
+        let result = if encoded.is_empty() {
             Ok(())
         } else {
-            let body = {
-                let resource = shared
-                    .resource
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                request(&resource.0, &resource.1, &scopes)
-            };
-            drop(scopes);
+            let body = request(&shared.resource.0, &shared.resource.1, &encoded);
+            drop(encoded);
             sender.send(body.into())
         };
         // One line when exports start failing, one when they recover.
@@ -423,93 +436,49 @@ const FIXED32: u8 = 5;
 fn encode_resource(resource: &Resource) -> (Vec<u8>, String) {
     let mut encoded = Vec::new();
     for (key, value) in resource.iter() {
-        message(&mut encoded, 1, |buf| key_value(buf, key.as_str(), value));
+        attribute(&mut encoded, 1, key.as_str(), value);
     }
     let schema_url = resource.schema_url().unwrap_or_default().to_owned();
     (encoded, schema_url)
 }
 
-/// Adds `span`, encoded, to the batch of its instrumentation scope. Almost always there
-/// is one scope: a linear search beats hashing every span's scope.
-fn append(scopes: &mut Vec<ScopeBatch>, span: &SpanData) {
-    let index = match scopes
-        .iter()
-        .position(|b| b.scope == span.instrumentation_scope)
-    {
-        Some(index) => index,
-        None => {
-            scopes.push(ScopeBatch {
-                scope: span.instrumentation_scope.clone(),
-                spans: Vec::with_capacity(16 * 1024),
-            });
-            scopes.len() - 1
-        }
-    };
-    message(&mut scopes[index].spans, 2, |buf| encode_span(buf, span));
-}
-
-/// One `ExportTraceServiceRequest`: one `ResourceSpans` with a `ScopeSpans` per
-/// instrumentation scope, in the order the scopes first appeared.
-fn request(resource: &[u8], resource_schema_url: &str, scopes: &[ScopeBatch]) -> Vec<u8> {
-    let spans: usize = scopes.iter().map(|b| b.spans.len()).sum();
-    let mut buf = Vec::with_capacity(64 + resource.len() + spans + scopes.len() * 64);
-    if scopes.is_empty() {
+/// One `ExportTraceServiceRequest`: one `ResourceSpans` with one `ScopeSpans` holding
+/// the `spans`, already encoded.
+fn request(resource: &[u8], resource_schema_url: &str, spans: &[u8]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(64 + resource.len() + spans.len());
+    if spans.is_empty() {
         return buf;
     }
     message(&mut buf, 1, |buf| {
         message(buf, 1, |buf| buf.extend_from_slice(resource));
-        for batch in scopes {
-            let scope = &batch.scope;
-            message(buf, 2, |buf| {
-                message(buf, 1, |buf| {
-                    string(buf, 1, scope.name());
-                    string(buf, 2, scope.version().unwrap_or_default());
-                    attributes(buf, 3, scope.attributes());
-                });
-                buf.extend_from_slice(&batch.spans);
-                string(buf, 3, scope.schema_url().unwrap_or_default());
-            });
-        }
+        message(buf, 2, |buf| {
+            message(buf, 1, |buf| string(buf, 1, SCOPE));
+            buf.extend_from_slice(spans);
+        });
         string(buf, 3, resource_schema_url);
     });
     buf
 }
 
-fn encode_span(buf: &mut Vec<u8>, span: &SpanData) {
-    let cx = &span.span_context;
-    bytes(buf, 1, &cx.trace_id().to_bytes());
-    bytes(buf, 2, &cx.span_id().to_bytes());
-    string(buf, 3, &cx.trace_state().header());
+fn encode_span(buf: &mut Vec<u8>, span: &SpanRecord) {
+    bytes(buf, 1, &span.trace_id.to_bytes());
+    bytes(buf, 2, &span.span_id.to_bytes());
+    if span.trace_state != TraceState::NONE {
+        string(buf, 3, &span.trace_state.header());
+    }
     if span.parent_span_id != SpanId::INVALID {
         bytes(buf, 4, &span.parent_span_id.to_bytes());
     }
     string(buf, 5, &span.name);
-    uint(buf, 6, kind(&span.span_kind));
-    fixed64(buf, 7, nanos(span.start_time));
-    fixed64(buf, 8, nanos(span.end_time));
-    attributes(buf, 9, span.attributes.iter());
-    uint(buf, 10, span.dropped_attributes_count.into());
-    for event in span.events.iter() {
-        message(buf, 11, |buf| {
-            fixed64(buf, 1, nanos(event.timestamp));
-            string(buf, 2, &event.name);
-            attributes(buf, 3, event.attributes.iter());
-            uint(buf, 4, event.dropped_attributes_count.into());
-        });
-    }
-    uint(buf, 12, span.events.dropped_count.into());
-    for link in span.links.iter() {
-        message(buf, 13, |buf| {
-            let cx = &link.span_context;
-            bytes(buf, 1, &cx.trace_id().to_bytes());
-            bytes(buf, 2, &cx.span_id().to_bytes());
-            string(buf, 3, &cx.trace_state().header());
-            attributes(buf, 4, link.attributes.iter());
-            uint(buf, 5, link.dropped_attributes_count.into());
-            fixed32(buf, 6, flags(cx, cx.is_remote()));
-        });
-    }
-    uint(buf, 14, span.links.dropped_count.into());
+    uint(buf, 6, kind(&span.kind));
+    fixed64(buf, 7, nanos(span.start));
+    fixed64(buf, 8, nanos(span.end));
+    buf.extend_from_slice(&span.attributes);
+    uint(buf, 10, span.dropped_attributes.into());
+    buf.extend_from_slice(&span.events);
+    uint(buf, 12, span.dropped_events.into());
+    buf.extend_from_slice(&span.links);
+    uint(buf, 14, span.dropped_links.into());
     message(buf, 15, |buf| {
         let (code, description) = match &span.status {
             Status::Unset => (0, ""),
@@ -519,15 +488,42 @@ fn encode_span(buf: &mut Vec<u8>, span: &SpanData) {
         string(buf, 2, description);
         uint(buf, 3, code);
     });
-    fixed32(buf, 16, flags(cx, span.parent_span_is_remote));
+    fixed32(buf, 16, span_flags(span.flags, span.parent_is_remote));
+}
+
+/// A `Span.events` field: an event at `time` named `name`, with `attributes` already
+/// encoded as `Event.attributes` fields (3).
+pub(super) fn event(
+    buf: &mut Vec<u8>,
+    time: SystemTime,
+    name: &str,
+    attributes: &[u8],
+    dropped_attributes: u32,
+) {
+    message(buf, 11, |buf| {
+        fixed64(buf, 1, nanos(time));
+        string(buf, 2, name);
+        buf.extend_from_slice(attributes);
+        uint(buf, 4, dropped_attributes.into());
+    });
+}
+
+/// A `Span.links` field: a link to `cx`, without attributes.
+pub(super) fn link(buf: &mut Vec<u8>, cx: &SpanContext) {
+    message(buf, 13, |buf| {
+        bytes(buf, 1, &cx.trace_id().to_bytes());
+        bytes(buf, 2, &cx.span_id().to_bytes());
+        string(buf, 3, &cx.trace_state().header());
+        fixed32(buf, 6, span_flags(cx.trace_flags(), cx.is_remote()));
+    });
 }
 
 /// `SpanFlags`: the W3C trace flags, and whether the parent (for a link: the linked
 /// context) is remote, with the bit saying that this is known.
-fn flags(cx: &SpanContext, remote: bool) -> u32 {
+fn span_flags(flags: TraceFlags, remote: bool) -> u32 {
     const HAS_IS_REMOTE: u32 = 0x100;
     const IS_REMOTE: u32 = 0x200;
-    u32::from(cx.trace_flags().to_u8()) | HAS_IS_REMOTE | if remote { IS_REMOTE } else { 0 }
+    u32::from(flags.to_u8()) | HAS_IS_REMOTE | if remote { IS_REMOTE } else { 0 }
 }
 
 fn kind(kind: &SpanKind) -> u64 {
@@ -545,41 +541,67 @@ fn nanos(time: SystemTime) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
-fn attributes<'a>(buf: &mut Vec<u8>, field: u32, attributes: impl Iterator<Item = &'a KeyValue>) {
-    for kv in attributes {
-        let key = kv.key.as_str();
-        // Spans carry a dozen attributes each: a scalar's length is known up front, which
-        // saves `message`'s moving the bytes back.
-        let Some(value_len) = scalar_len(&kv.value) else {
-            message(buf, field, |buf| key_value(buf, key, &kv.value));
-            continue;
-        };
-        let key_len = if key.is_empty() {
-            0
-        } else {
-            1 + varint_len(key.len()) + key.len()
-        };
-        tag(buf, field, LEN);
-        varint(
-            buf,
-            (key_len + 1 + varint_len(value_len) + value_len) as u64,
-        );
-        string(buf, 1, key);
-        tag(buf, 2, LEN);
-        varint(buf, value_len as u64);
-        any_value(buf, &kv.value);
+/// A `KeyValue` field of any value.
+fn attribute(buf: &mut Vec<u8>, field: u32, key: &str, value: &Value) {
+    match value {
+        Value::String(s) => attr_str(buf, field, key, s.as_str()),
+        Value::Bool(b) => attr_bool(buf, field, key, *b),
+        Value::I64(i) => attr_i64(buf, field, key, *i),
+        Value::F64(f) => attr_f64(buf, field, key, *f),
+        other => message(buf, field, |buf| key_value(buf, key, other)),
     }
 }
 
-/// The encoded length of an `AnyValue` holding a scalar; `None` for the others.
-fn scalar_len(value: &Value) -> Option<usize> {
-    match value {
-        Value::String(s) => Some(1 + varint_len(s.as_str().len()) + s.as_str().len()),
-        Value::Bool(_) => Some(2),
-        Value::I64(i) => Some(1 + varint_len_u64(i.cast_unsigned())),
-        Value::F64(_) => Some(9),
-        _ => None,
-    }
+// The scalar attributes, written with their lengths up front (spans carry a dozen each,
+// and this saves `message`'s moving the bytes back): `field` is the `KeyValue`'s field
+// in the message holding it (9 in `Span`, 3 in `Event`).
+
+/// A string attribute.
+pub(super) fn attr_str(buf: &mut Vec<u8>, field: u32, key: &str, value: &str) {
+    let value_len = 1 + varint_len(value.len()) + value.len();
+    key_value_head(buf, field, key, value_len);
+    string_always(buf, 1, value);
+}
+
+/// A boolean attribute.
+pub(super) fn attr_bool(buf: &mut Vec<u8>, field: u32, key: &str, value: bool) {
+    key_value_head(buf, field, key, 2);
+    tag(buf, 2, VARINT);
+    buf.push(u8::from(value));
+}
+
+/// An integer attribute.
+pub(super) fn attr_i64(buf: &mut Vec<u8>, field: u32, key: &str, value: i64) {
+    // int64: two's complement, as a 10-byte varint when negative.
+    let value = value.cast_unsigned();
+    key_value_head(buf, field, key, 1 + varint_len_u64(value));
+    tag(buf, 3, VARINT);
+    varint(buf, value);
+}
+
+/// A floating-point attribute.
+pub(super) fn attr_f64(buf: &mut Vec<u8>, field: u32, key: &str, value: f64) {
+    key_value_head(buf, field, key, 9);
+    tag(buf, 4, FIXED64);
+    buf.extend_from_slice(&value.to_le_bytes());
+}
+
+/// A `KeyValue`'s tag and length, its key, and the tag and length of its `AnyValue`,
+/// whose body (`value_len` bytes) the caller writes.
+fn key_value_head(buf: &mut Vec<u8>, field: u32, key: &str, value_len: usize) {
+    let key_len = if key.is_empty() {
+        0
+    } else {
+        1 + varint_len(key.len()) + key.len()
+    };
+    tag(buf, field, LEN);
+    varint(
+        buf,
+        (key_len + 1 + varint_len(value_len) + value_len) as u64,
+    );
+    string(buf, 1, key);
+    tag(buf, 2, LEN);
+    varint(buf, value_len as u64);
 }
 
 fn varint_len(v: usize) -> usize {
@@ -715,10 +737,12 @@ fn message(buf: &mut Vec<u8>, field: u32, body: impl FnOnce(&mut Vec<u8>)) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry::trace::{Event, Link, SpanContext, TraceFlags, TraceId, TraceState};
+    use opentelemetry::trace::{Event, Link};
+    use opentelemetry::{InstrumentationScope, KeyValue};
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
     use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
+    use opentelemetry_sdk::trace::SpanData;
     use prost::Message as _;
     use std::borrow::Cow;
 
@@ -755,14 +779,9 @@ mod tests {
         }
     }
 
-    /// Spans covering every field and kind of value, in two scopes.
+    /// Spans covering every field and kind of value.
     fn batch() -> Vec<SpanData> {
-        let missive = InstrumentationScope::builder("missive").build();
-        let other = InstrumentationScope::builder("other")
-            .with_version("1.2.3")
-            .with_schema_url("https://opentelemetry.io/schemas/1.30.0")
-            .with_attributes([KeyValue::new("scope.attr", true)])
-            .build();
+        let missive = InstrumentationScope::builder(SCOPE).build();
         let mut server = span("GET /api/messages", &missive);
         server.span_kind = SpanKind::Server;
         server.parent_span_id = SpanId::from(0x1122334455667788);
@@ -794,20 +813,23 @@ mod tests {
             1,
         ));
         server.events.dropped_count = 2;
-        server.links.links.push(Link::new(
-            context(9, 10, true, "k=v"),
-            vec![KeyValue::new("l", 1_i64)],
-            4,
-        ));
+        server
+            .links
+            .links
+            .push(Link::new(context(9, 10, true, "k=v"), Vec::new(), 0));
+        server
+            .links
+            .links
+            .push(Link::new(context(11, 12, false, ""), Vec::new(), 0));
         server.links.dropped_count = 5;
         let mut client = span("SELECT messages", &missive);
         client.span_kind = SpanKind::Client;
         client.parent_span_id = SpanId::from(8);
         client.status = Status::Ok;
-        let mut producer = span("send missive.events", &other);
+        let mut producer = span("send missive.events", &missive);
         producer.span_kind = SpanKind::Producer;
         producer.span_context = context(1, 2, false, "");
-        let mut consumer = span("process", &other);
+        let mut consumer = span("process", &missive);
         consumer.span_kind = SpanKind::Consumer;
         consumer.start_time = UNIX_EPOCH;
         consumer.end_time = UNIX_EPOCH;
@@ -825,14 +847,61 @@ mod tests {
             .build()
     }
 
+    /// `span` as the span layer hands it over, written with the encoder's functions.
+    fn record_of(span: &SpanData) -> SpanRecord {
+        let cx = &span.span_context;
+        let encode = |field: u32, attributes: &[KeyValue]| {
+            let mut buf = Vec::new();
+            for kv in attributes {
+                attribute(&mut buf, field, kv.key.as_str(), &kv.value);
+            }
+            buf
+        };
+        let attributes = encode(9, &span.attributes);
+        let mut events = Vec::new();
+        for e in span.events.iter() {
+            let encoded = encode(3, &e.attributes);
+            event(
+                &mut events,
+                e.timestamp,
+                &e.name,
+                &encoded,
+                e.dropped_attributes_count,
+            );
+        }
+        let mut links = Vec::new();
+        for l in span.links.iter() {
+            link(&mut links, &l.span_context);
+        }
+        SpanRecord {
+            trace_id: cx.trace_id(),
+            span_id: cx.span_id(),
+            flags: cx.trace_flags(),
+            trace_state: cx.trace_state().clone(),
+            parent_span_id: span.parent_span_id,
+            parent_is_remote: span.parent_span_is_remote,
+            name: span.name.clone(),
+            kind: span.span_kind.clone(),
+            start: span.start_time,
+            end: span.end_time,
+            attributes,
+            dropped_attributes: span.dropped_attributes_count,
+            events,
+            dropped_events: span.events.dropped_count,
+            links,
+            dropped_links: span.links.dropped_count,
+            status: span.status.clone(),
+        }
+    }
+
     /// The export request for `batch`, as the processor writes it.
     fn ours(resource: &Resource, batch: &[SpanData]) -> Vec<u8> {
         let (resource, schema_url) = encode_resource(resource);
-        let mut scopes = Vec::new();
+        let mut spans = Vec::new();
         for span in batch {
-            append(&mut scopes, span);
+            message(&mut spans, 2, |buf| encode_span(buf, &record_of(span)));
         }
-        request(&resource, &schema_url, &scopes)
+        request(&resource, &schema_url, &spans)
     }
 
     #[test]
@@ -844,9 +913,9 @@ mod tests {
                 &ResourceAttributesWithSchema::from(&resource),
             ),
         };
-        // The batch is what it claims to be: two scopes, every part of a span set.
+        // The batch is what it claims to be: every part of a span set.
         let scopes = &theirs.resource_spans[0].scope_spans;
-        assert_eq!(scopes.len(), 2);
+        assert_eq!(scopes.len(), 1);
         let server = &scopes[0].spans[0];
         assert!(!server.events.is_empty() && !server.links.is_empty());
         assert!(server.attributes.len() > 10 && !server.trace_state.is_empty());
@@ -979,13 +1048,13 @@ mod tests {
             max_queue: 6,
             max_batch: 4,
         };
-        let mut processor = BatchSpanEncoder::start(sender(&endpoint), limits).expect("start");
-        processor.set_resource(&resource());
+        let processor =
+            BatchSpanEncoder::start(sender(&endpoint), limits, &resource()).expect("start");
         let spans_received = || spans_in(&received.lock().expect("lock"));
 
         // A full batch goes without being asked.
         for span in batch() {
-            processor.on_end(span);
+            processor.end(&record_of(&span));
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         while spans_received() < 4 {
@@ -1019,14 +1088,11 @@ mod tests {
         }
 
         // Shutdown sends what is left, then refuses.
-        processor.on_end(batch().remove(0));
+        processor.end(&record_of(&batch()[0]));
         processor.shutdown().expect("shut down");
         assert_eq!(spans_received(), 4 + 1);
-        assert!(matches!(
-            processor.force_flush(),
-            Err(OTelSdkError::AlreadyShutdown)
-        ));
-        processor.on_end(batch().remove(0));
+        assert!(processor.force_flush().is_err());
+        processor.end(&record_of(&batch()[0]));
         assert_eq!(spans_received(), 5);
 
         // With no batch ever full, spans past the queue's 6 are dropped, and a flush sends
@@ -1036,10 +1102,11 @@ mod tests {
             max_batch: 100,
             ..limits
         };
-        let processor = BatchSpanEncoder::start(sender(&endpoint), limits).expect("start");
+        let processor =
+            BatchSpanEncoder::start(sender(&endpoint), limits, &resource()).expect("start");
         for _ in 0..3 {
             for span in batch() {
-                processor.on_end(span);
+                processor.end(&record_of(&span));
             }
         }
         processor.force_flush().expect("flushed");

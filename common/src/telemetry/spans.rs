@@ -1,0 +1,742 @@
+//! `tracing` spans as OpenTelemetry spans: the layer that gives each span its trace
+//! context, records its fields as OTLP attributes and hands it, ended, to the exporter.
+//!
+//! This does the job of `tracing-opentelemetry`'s layer and the SDK's tracer, for the
+//! spans this code base makes. Through them a span cost about 8,000 instructions: a
+//! `SpanBuilder` with a `Vec<KeyValue>` of owned strings, the SDK span built from it at
+//! the end, its `SpanData`, and only then the protobuf. That kept tracing over its 10 %
+//! budget on `GET /api/messages` (`bench/README.md`). Here a span's fields are written
+//! as protobuf the moment they are recorded, into one buffer, and the span is encoded
+//! into the export batch when it closes, on the thread that closes it.
+//!
+//! What the two crates did, and the code relies on, is kept:
+//! - the trace context: a child gets its parent's trace id, flags and trace state;
+//!   [`SpanExt::set_parent`] makes a span continue a remote caller's trace (baggage
+//!   included) and [`SpanExt::context`] gives a span's context for outgoing calls;
+//! - sampling per `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` (the SDK's semantics:
+//!   parent-based samplers follow the parent's sampled flag, ratios are taken from the
+//!   trace id); spans of an unsampled trace get ids (they propagate) but record nothing;
+//! - the span limits of `OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT`, `OTEL_SPAN_EVENT_COUNT_LIMIT`
+//!   and `OTEL_SPAN_LINK_COUNT_LIMIT` (default 128), with dropped counts;
+//! - the special fields `otel.name`, `otel.kind`, `otel.status_code` and
+//!   `otel.status_description`; every other field becomes an attribute, integers as
+//!   integers, `%` and `?` values as strings;
+//! - warnings and errors inside a span become span events (name: the message;
+//!   attributes: `level`, `target` and the fields); an error sets the span's status to
+//!   Error unless it was set.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
+
+use opentelemetry::trace::{
+    SpanContext, SpanId, SpanKind, Status, TraceContextExt as _, TraceFlags, TraceId, TraceState,
+};
+use opentelemetry_sdk::trace::{IdGenerator as _, RandomIdGenerator};
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::registry::LookupSpan;
+
+use super::otlp_traces::{self, BatchSpanEncoder, SpanRecord};
+
+/// Field numbers of `KeyValue` lists: in `Span` and in `Span.Event`.
+const SPAN_ATTRIBUTES: u32 = 9;
+const EVENT_ATTRIBUTES: u32 = 3;
+
+/// The sampler and limits, from the environment when the layer is installed.
+static SETTINGS: OnceLock<Settings> = OnceLock::new();
+
+#[derive(Debug, Clone, Copy)]
+struct Settings {
+    sampler: Sampler,
+    limits: Limits,
+}
+
+fn settings() -> Settings {
+    SETTINGS.get().copied().unwrap_or(Settings {
+        sampler: Sampler::ParentBased(Root::AlwaysOn),
+        limits: Limits::DEFAULT,
+    })
+}
+
+/// The layer; installed only when spans are exported.
+pub(super) struct SpanLayer {
+    encoder: Arc<BatchSpanEncoder>,
+    ids: RandomIdGenerator,
+}
+
+impl SpanLayer {
+    pub(super) fn new(encoder: Arc<BatchSpanEncoder>) -> Self {
+        let _ = SETTINGS.set(Settings {
+            sampler: Sampler::from_env(),
+            limits: Limits::from_env(),
+        });
+        Self {
+            encoder,
+            ids: RandomIdGenerator::default(),
+        }
+    }
+}
+
+/// A span's OpenTelemetry side, in the registry's extensions while the span is open.
+pub(super) struct OtelSpan {
+    record: SpanRecord,
+    /// The caller's context, for the baggage it carries to this span's outgoing calls.
+    parent_cx: opentelemetry::Context,
+    /// Whether the span is exported (its trace is sampled).
+    sampled: bool,
+    /// Whether its fields are recorded: when sampled, and for a root span, which
+    /// `set_parent` may yet put in a sampled trace.
+    recording: bool,
+    attributes: u32,
+    events: u32,
+    links: u32,
+}
+
+impl OtelSpan {
+    fn span_context(&self) -> SpanContext {
+        SpanContext::new(
+            self.record.trace_id,
+            self.record.span_id,
+            self.record.flags,
+            false,
+            self.record.trace_state.clone(),
+        )
+    }
+
+    /// The span's context, with the caller's baggage: what outgoing calls propagate.
+    fn context(&self) -> opentelemetry::Context {
+        self.parent_cx.with_remote_span_context(self.span_context())
+    }
+
+    fn set_sampled(&mut self, sampled: bool) {
+        self.sampled = sampled;
+        self.record.flags = if sampled {
+            TraceFlags::SAMPLED
+        } else {
+            TraceFlags::default()
+        };
+    }
+
+    /// Makes the span a child of the span in `cx` (a remote caller's, usually).
+    fn set_parent(&mut self, cx: opentelemetry::Context) {
+        let parent = cx.span();
+        let parent = parent.span_context();
+        if parent.is_valid() {
+            self.record.trace_id = parent.trace_id();
+            self.record.parent_span_id = parent.span_id();
+            self.record.parent_is_remote = parent.is_remote();
+            self.record.trace_state = parent.trace_state().clone();
+            let sampled = settings()
+                .sampler
+                .sample(Some(parent.is_sampled()), parent.trace_id());
+            self.set_sampled(sampled);
+        }
+        self.parent_cx = cx;
+    }
+
+    fn add_link(&mut self, cx: &SpanContext) {
+        if !self.sampled || !cx.is_valid() {
+            return;
+        }
+        if self.links >= settings().limits.links {
+            self.record.dropped_links += 1;
+            return;
+        }
+        self.links += 1;
+        otlp_traces::link(&mut self.record.links, cx);
+    }
+}
+
+impl<S> tracing_subscriber::Layer<S> for SpanLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else {
+            return;
+        };
+        let settings = settings();
+        let parent = span.parent();
+        let parent_ext = parent.as_ref().map(|p| p.extensions());
+        let parent = parent_ext.as_ref().and_then(|e| e.get::<OtelSpan>());
+        let (trace_id, parent_span_id, trace_state, parent_cx, parent_sampled) = match parent {
+            Some(p) => (
+                p.record.trace_id,
+                p.record.span_id,
+                p.record.trace_state.clone(),
+                p.parent_cx.clone(),
+                Some(p.sampled),
+            ),
+            None => (
+                self.ids.new_trace_id(),
+                SpanId::INVALID,
+                TraceState::NONE,
+                opentelemetry::Context::new(),
+                None,
+            ),
+        };
+        drop(parent_ext);
+        let sampled = settings.sampler.sample(parent_sampled, trace_id);
+        let now = SystemTime::now();
+        let mut otel = OtelSpan {
+            record: SpanRecord {
+                trace_id,
+                span_id: self.ids.new_span_id(),
+                flags: TraceFlags::default(),
+                trace_state,
+                parent_span_id,
+                parent_is_remote: false,
+                name: Cow::Borrowed(attrs.metadata().name()),
+                kind: SpanKind::Internal,
+                start: now,
+                end: now,
+                attributes: Vec::new(),
+                dropped_attributes: 0,
+                events: Vec::new(),
+                dropped_events: 0,
+                links: Vec::new(),
+                dropped_links: 0,
+                status: Status::Unset,
+            },
+            parent_cx,
+            sampled: false,
+            recording: sampled || parent_sampled.is_none(),
+            attributes: 0,
+            events: 0,
+            links: 0,
+        };
+        otel.set_sampled(sampled);
+        if otel.recording {
+            otel.record.attributes.reserve(256);
+            attrs.record(&mut SpanFields {
+                span: &mut otel,
+                limit: settings.limits.attributes,
+            });
+        }
+        span.extensions_mut().insert(otel);
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else {
+            return;
+        };
+        let mut extensions = span.extensions_mut();
+        if let Some(otel) = extensions.get_mut::<OtelSpan>().filter(|o| o.recording) {
+            values.record(&mut SpanFields {
+                span: otel,
+                limit: settings().limits.attributes,
+            });
+        }
+    }
+
+    fn on_follows_from(&self, id: &Id, follows: &Id, ctx: Context<'_, S>) {
+        let (Some(span), Some(follows)) = (ctx.span(id), ctx.span(follows)) else {
+            return;
+        };
+        let Some(cx) = follows
+            .extensions()
+            .get::<OtelSpan>()
+            .map(OtelSpan::span_context)
+        else {
+            return;
+        };
+        if let Some(otel) = span.extensions_mut().get_mut::<OtelSpan>() {
+            otel.add_link(&cx);
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        // Only warnings and errors: the access line of every request is in the logs,
+        // and as span events it would double every request's export for nothing.
+        let level = *event.metadata().level();
+        if level > tracing::Level::WARN {
+            return;
+        }
+        let Some(span) = ctx.event_span(event) else {
+            return;
+        };
+        let mut extensions = span.extensions_mut();
+        let Some(otel) = extensions.get_mut::<OtelSpan>() else {
+            return;
+        };
+        if !otel.sampled {
+            return;
+        }
+        if level == tracing::Level::ERROR && otel.record.status == Status::Unset {
+            otel.record.status = Status::error("");
+        }
+        let limits = settings().limits;
+        if otel.events >= limits.events {
+            otel.record.dropped_events += 1;
+            return;
+        }
+        otel.events += 1;
+        let mut fields = EventFields {
+            name: String::new(),
+            attributes: Vec::with_capacity(128),
+            count: 2,
+            dropped: 0,
+            limit: limits.attributes_per_event,
+        };
+        otlp_traces::attr_str(
+            &mut fields.attributes,
+            EVENT_ATTRIBUTES,
+            "level",
+            level.as_str(),
+        );
+        otlp_traces::attr_str(
+            &mut fields.attributes,
+            EVENT_ATTRIBUTES,
+            "target",
+            event.metadata().target(),
+        );
+        event.record(&mut fields);
+        let name = if fields.name.is_empty() {
+            event.metadata().name()
+        } else {
+            &fields.name
+        };
+        otlp_traces::event(
+            &mut otel.record.events,
+            SystemTime::now(),
+            name,
+            &fields.attributes,
+            fields.dropped,
+        );
+    }
+
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(&id) else {
+            return;
+        };
+        let Some(mut otel) = span.extensions_mut().remove::<OtelSpan>() else {
+            return;
+        };
+        if otel.sampled {
+            otel.record.end = SystemTime::now();
+            self.encoder.end(&otel.record);
+        }
+    }
+}
+
+/// Writes a span's fields: the `otel.*` ones into the span, the others as attributes.
+struct SpanFields<'a> {
+    span: &'a mut OtelSpan,
+    limit: u32,
+}
+
+impl SpanFields<'_> {
+    /// Room for one more attribute? Counts it, or counts it dropped.
+    fn room(&mut self) -> bool {
+        if self.span.attributes >= self.limit {
+            self.span.record.dropped_attributes += 1;
+            return false;
+        }
+        self.span.attributes += 1;
+        true
+    }
+
+    fn special(&mut self, name: &str, value: &str) {
+        let record = &mut self.span.record;
+        match name {
+            "otel.name" => record.name = Cow::Owned(value.to_owned()),
+            "otel.kind" => {
+                record.kind = match value {
+                    "server" => SpanKind::Server,
+                    "client" => SpanKind::Client,
+                    "producer" => SpanKind::Producer,
+                    "consumer" => SpanKind::Consumer,
+                    _ => SpanKind::Internal,
+                };
+            }
+            "otel.status_code" => {
+                if value.eq_ignore_ascii_case("ok") {
+                    record.status = Status::Ok;
+                } else if !value.eq_ignore_ascii_case("error") {
+                    record.status = Status::Unset;
+                } else if record.status == Status::Unset || record.status == Status::Ok {
+                    // An error keeps the description it may already have.
+                    record.status = Status::error("");
+                }
+            }
+            "otel.status_description" => {
+                record.status = Status::error(value.to_owned());
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Visit for SpanFields<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        let name = field.name();
+        if name.starts_with("otel.") {
+            return self.special(name, value);
+        }
+        if self.room() {
+            otlp_traces::attr_str(
+                &mut self.span.record.attributes,
+                SPAN_ATTRIBUTES,
+                name,
+                value,
+            );
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        let mut text = String::new();
+        let _ = write!(text, "{value:?}");
+        self.record_str(field, &text);
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        if self.room() {
+            otlp_traces::attr_i64(
+                &mut self.span.record.attributes,
+                SPAN_ATTRIBUTES,
+                field.name(),
+                value,
+            );
+        }
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        match i64::try_from(value) {
+            Ok(value) => self.record_i64(field, value),
+            Err(_) => self.record_str(field, &value.to_string()),
+        }
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        if self.room() {
+            otlp_traces::attr_f64(
+                &mut self.span.record.attributes,
+                SPAN_ATTRIBUTES,
+                field.name(),
+                value,
+            );
+        }
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        if self.room() {
+            otlp_traces::attr_bool(
+                &mut self.span.record.attributes,
+                SPAN_ATTRIBUTES,
+                field.name(),
+                value,
+            );
+        }
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.record_str(field, &error_chain(value));
+    }
+}
+
+/// Writes an event's fields: `message` as its name, the others as attributes.
+struct EventFields {
+    name: String,
+    attributes: Vec<u8>,
+    count: u32,
+    dropped: u32,
+    limit: u32,
+}
+
+impl EventFields {
+    fn room(&mut self) -> bool {
+        if self.count >= self.limit {
+            self.dropped += 1;
+            return false;
+        }
+        self.count += 1;
+        true
+    }
+}
+
+impl Visit for EventFields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            value.clone_into(&mut self.name);
+        } else if self.room() {
+            otlp_traces::attr_str(&mut self.attributes, EVENT_ATTRIBUTES, field.name(), value);
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        let mut text = String::new();
+        let _ = write!(text, "{value:?}");
+        self.record_str(field, &text);
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        if self.room() {
+            otlp_traces::attr_i64(&mut self.attributes, EVENT_ATTRIBUTES, field.name(), value);
+        }
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        match i64::try_from(value) {
+            Ok(value) => self.record_i64(field, value),
+            Err(_) => self.record_str(field, &value.to_string()),
+        }
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        if self.room() {
+            otlp_traces::attr_f64(&mut self.attributes, EVENT_ATTRIBUTES, field.name(), value);
+        }
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        if self.room() {
+            otlp_traces::attr_bool(&mut self.attributes, EVENT_ATTRIBUTES, field.name(), value);
+        }
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        let chain = error_chain(value);
+        self.record_str(field, &chain);
+        if self.room() {
+            otlp_traces::attr_str(
+                &mut self.attributes,
+                EVENT_ATTRIBUTES,
+                "exception.message",
+                &chain,
+            );
+        }
+    }
+}
+
+/// An error and its causes, as `{:#}` prints an `anyhow` error.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let _ = write!(text, ": {cause}");
+        source = cause.source();
+    }
+    text
+}
+
+/// The samplers of `OTEL_TRACES_SAMPLER`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Sampler {
+    /// `always_on`, `always_off`, `traceidratio`: the same for every span.
+    Root(Root),
+    /// `parentbased_*`: the parent's decision, or for a root span the inner sampler's.
+    ParentBased(Root),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Root {
+    AlwaysOn,
+    AlwaysOff,
+    /// Sampled when the trace id's lower 63 bits fall under the ratio (the SDK's rule,
+    /// so every service keeps or drops the same traces).
+    Ratio(f64),
+}
+
+impl Root {
+    fn sample(self, trace_id: TraceId) -> bool {
+        match self {
+            Self::AlwaysOn => true,
+            Self::AlwaysOff => false,
+            Self::Ratio(ratio) if ratio >= 1.0 => true,
+            Self::Ratio(ratio) => {
+                let bound = (ratio.max(0.0) * (1_u64 << 63) as f64) as u64;
+                let low = u64::from_be_bytes(trace_id.to_bytes()[8..].try_into().unwrap_or([0; 8]));
+                (low >> 1) < bound
+            }
+        }
+    }
+}
+
+impl Sampler {
+    /// Whether a span is sampled; `parent` is its parent's decision, `None` for a root.
+    fn sample(self, parent: Option<bool>, trace_id: TraceId) -> bool {
+        match (self, parent) {
+            (Self::ParentBased(_), Some(parent)) => parent,
+            (Self::ParentBased(root) | Self::Root(root), _) => root.sample(trace_id),
+        }
+    }
+
+    fn from_env() -> Self {
+        Self::parse(
+            std::env::var("OTEL_TRACES_SAMPLER").ok().as_deref(),
+            std::env::var("OTEL_TRACES_SAMPLER_ARG").ok().as_deref(),
+        )
+    }
+
+    /// As the SDK reads the variables: unknown samplers fall back to
+    /// `parentbased_always_on`, a missing or bad ratio to 1.0; each with a warning.
+    fn parse(name: Option<&str>, arg: Option<&str>) -> Self {
+        let ratio = || match arg.and_then(|a| a.trim().parse::<f64>().ok()) {
+            Some(ratio) if (0.0..=1.0).contains(&ratio) => ratio,
+            _ => {
+                eprintln!(
+                    "telemetry: OTEL_TRACES_SAMPLER_ARG {arg:?} is not a ratio between 0 and 1; \
+                     sampling every trace"
+                );
+                1.0
+            }
+        };
+        match name.map(str::trim).filter(|n| !n.is_empty()) {
+            None | Some("parentbased_always_on") => Self::ParentBased(Root::AlwaysOn),
+            Some("always_on") => Self::Root(Root::AlwaysOn),
+            Some("always_off") => Self::Root(Root::AlwaysOff),
+            Some("traceidratio") => Self::Root(Root::Ratio(ratio())),
+            Some("parentbased_always_off") => Self::ParentBased(Root::AlwaysOff),
+            Some("parentbased_traceidratio") => Self::ParentBased(Root::Ratio(ratio())),
+            Some(other) => {
+                eprintln!(
+                    "telemetry: OTEL_TRACES_SAMPLER {other:?} is not supported; \
+                     using parentbased_always_on"
+                );
+                Self::ParentBased(Root::AlwaysOn)
+            }
+        }
+    }
+}
+
+/// The OpenTelemetry span limits (count limits only; attribute values are not cut).
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    attributes: u32,
+    events: u32,
+    links: u32,
+    attributes_per_event: u32,
+}
+
+impl Limits {
+    const DEFAULT: Self = Self {
+        attributes: 128,
+        events: 128,
+        links: 128,
+        attributes_per_event: 128,
+    };
+
+    fn from_env() -> Self {
+        let var = |name: &str, default: u32| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(default)
+        };
+        Self {
+            attributes: var("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", 128),
+            events: var("OTEL_SPAN_EVENT_COUNT_LIMIT", 128),
+            links: var("OTEL_SPAN_LINK_COUNT_LIMIT", 128),
+            attributes_per_event: var("OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT", 128),
+        }
+    }
+}
+
+/// The OpenTelemetry side of a `tracing` span, for the code that makes the span: what
+/// `tracing-opentelemetry`'s `OpenTelemetrySpanExt` offered, for the span layer here.
+/// Without a traces endpoint (no span layer), or on a span that is disabled, these do
+/// nothing and `context` is empty.
+pub trait SpanExt {
+    /// The span's context, with the caller's baggage: what outgoing calls propagate.
+    fn context(&self) -> opentelemetry::Context;
+    /// Makes the span continue the trace of the span in `cx` (a remote caller's), and
+    /// carry `cx`'s baggage. Call it before the span is entered or has children.
+    fn set_parent(&self, cx: opentelemetry::Context);
+    /// Links the span to another span's context.
+    fn add_link(&self, cx: SpanContext);
+}
+
+impl SpanExt for tracing::Span {
+    fn context(&self) -> opentelemetry::Context {
+        with_otel(self, |otel| otel.context()).unwrap_or_default()
+    }
+
+    fn set_parent(&self, cx: opentelemetry::Context) {
+        with_otel(self, |otel| otel.set_parent(cx));
+    }
+
+    fn add_link(&self, cx: SpanContext) {
+        with_otel(self, |otel| otel.add_link(&cx));
+    }
+}
+
+/// The `traceparent` of the current span, `None` outside spans or without the layer.
+pub(super) fn current_traceparent() -> Option<String> {
+    with_otel(&tracing::Span::current(), |otel| {
+        let r = &otel.record;
+        format!("00-{}-{}-{:02x}", r.trace_id, r.span_id, r.flags.to_u8())
+    })
+}
+
+/// Runs `f` on `span`'s [`OtelSpan`], found in the registry the span lives in.
+fn with_otel<R>(span: &tracing::Span, f: impl FnOnce(&mut OtelSpan) -> R) -> Option<R> {
+    span.with_subscriber(|(id, dispatch)| {
+        let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
+        let span = registry.span(id)?;
+        let mut extensions = span.extensions_mut();
+        extensions.get_mut::<OtelSpan>().map(f)
+    })
+    .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Root, Sampler};
+    use opentelemetry::trace::TraceId;
+
+    #[test]
+    fn samplers_are_read_as_the_sdk_reads_them() {
+        let parse = Sampler::parse;
+        assert_eq!(parse(None, None), Sampler::ParentBased(Root::AlwaysOn));
+        assert_eq!(
+            parse(Some("parentbased_traceidratio"), Some("0.2")),
+            Sampler::ParentBased(Root::Ratio(0.2))
+        );
+        assert_eq!(
+            parse(Some("traceidratio"), Some("x")),
+            Sampler::Root(Root::Ratio(1.0))
+        );
+        assert_eq!(
+            parse(Some("parentbased_always_off"), None),
+            Sampler::ParentBased(Root::AlwaysOff)
+        );
+        assert_eq!(
+            parse(Some("always_off"), None),
+            Sampler::Root(Root::AlwaysOff)
+        );
+        assert_eq!(
+            parse(Some("xray"), None),
+            Sampler::ParentBased(Root::AlwaysOn)
+        );
+    }
+
+    #[test]
+    fn parent_based_sampling_follows_the_parent_and_ratios_the_roots() {
+        let sampler = Sampler::ParentBased(Root::Ratio(0.25));
+        // The SDK's rule: the trace id's low 63 bits against ratio * 2^63.
+        let low = |v: u64| TraceId::from(u128::from(v));
+        assert!(sampler.sample(None, low(0)));
+        assert!(sampler.sample(None, low((1 << 62) - 2)));
+        assert!(!sampler.sample(None, low(1 << 62)));
+        assert!(sampler.sample(Some(true), low(u64::MAX)));
+        assert!(!sampler.sample(Some(false), low(0)));
+        // A quarter of random trace ids, give or take.
+        let kept = (0..10_000_u64)
+            .filter(|i| {
+                sampler.sample(
+                    None,
+                    TraceId::from(u128::from(i.wrapping_mul(0x9E37_79B9_7F4A_7C15))),
+                )
+            })
+            .count();
+        assert!((2_000..3_000).contains(&kept), "{kept}");
+        // Not parent-based: the same rule for children.
+        let ratio = Sampler::Root(Root::Ratio(0.0));
+        assert!(!ratio.sample(Some(true), low(0)));
+        assert!(Sampler::Root(Root::AlwaysOn).sample(Some(false), low(0)));
+    }
+}
