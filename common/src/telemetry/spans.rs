@@ -27,7 +27,7 @@
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use opentelemetry::trace::{
@@ -46,37 +46,37 @@ use super::otlp_traces::{self, BatchSpanEncoder, SpanRecord};
 const SPAN_ATTRIBUTES: u32 = 9;
 const EVENT_ATTRIBUTES: u32 = 3;
 
-/// The sampler and limits, from the environment when the layer is installed.
-static SETTINGS: OnceLock<Settings> = OnceLock::new();
-
+/// The sampler and limits.
 #[derive(Debug, Clone, Copy)]
 struct Settings {
     sampler: Sampler,
     limits: Limits,
 }
 
-fn settings() -> Settings {
-    SETTINGS.get().copied().unwrap_or(Settings {
-        sampler: Sampler::ParentBased(Root::AlwaysOn),
-        limits: Limits::DEFAULT,
-    })
-}
-
 /// The layer; installed only when spans are exported.
 pub(super) struct SpanLayer {
     encoder: Arc<BatchSpanEncoder>,
     ids: RandomIdGenerator,
+    settings: Settings,
 }
 
 impl SpanLayer {
+    /// With the sampler and limits the environment sets.
     pub(super) fn new(encoder: Arc<BatchSpanEncoder>) -> Self {
-        let _ = SETTINGS.set(Settings {
-            sampler: Sampler::from_env(),
-            limits: Limits::from_env(),
-        });
+        Self::with_settings(
+            encoder,
+            Settings {
+                sampler: Sampler::from_env(),
+                limits: Limits::from_env(),
+            },
+        )
+    }
+
+    fn with_settings(encoder: Arc<BatchSpanEncoder>, settings: Settings) -> Self {
         Self {
             encoder,
             ids: RandomIdGenerator::default(),
+            settings,
         }
     }
 }
@@ -122,7 +122,7 @@ impl OtelSpan {
     }
 
     /// Makes the span a child of the span in `cx` (a remote caller's, usually).
-    fn set_parent(&mut self, cx: opentelemetry::Context) {
+    fn set_parent(&mut self, cx: opentelemetry::Context, settings: &Settings) {
         let parent = cx.span();
         let parent = parent.span_context();
         if parent.is_valid() {
@@ -130,7 +130,7 @@ impl OtelSpan {
             self.record.parent_span_id = parent.span_id();
             self.record.parent_is_remote = parent.is_remote();
             self.record.trace_state = parent.trace_state().clone();
-            let sampled = settings()
+            let sampled = settings
                 .sampler
                 .sample(Some(parent.is_sampled()), parent.trace_id());
             self.set_sampled(sampled);
@@ -138,11 +138,11 @@ impl OtelSpan {
         self.parent_cx = cx;
     }
 
-    fn add_link(&mut self, cx: &SpanContext) {
+    fn add_link(&mut self, cx: &SpanContext, settings: &Settings) {
         if !self.sampled || !cx.is_valid() {
             return;
         }
-        if self.links >= settings().limits.links {
+        if self.links >= settings.limits.links {
             self.record.dropped_links += 1;
             return;
         }
@@ -159,7 +159,7 @@ where
         let Some(span) = ctx.span(id) else {
             return;
         };
-        let settings = settings();
+        let settings = &self.settings;
         let parent = span.parent();
         let parent_ext = parent.as_ref().map(|p| p.extensions());
         let parent = parent_ext.as_ref().and_then(|e| e.get::<OtelSpan>());
@@ -228,7 +228,7 @@ where
         if let Some(otel) = extensions.get_mut::<OtelSpan>().filter(|o| o.recording) {
             values.record(&mut SpanFields {
                 span: otel,
-                limit: settings().limits.attributes,
+                limit: self.settings.limits.attributes,
             });
         }
     }
@@ -245,7 +245,7 @@ where
             return;
         };
         if let Some(otel) = span.extensions_mut().get_mut::<OtelSpan>() {
-            otel.add_link(&cx);
+            otel.add_link(&cx, &self.settings);
         }
     }
 
@@ -269,7 +269,7 @@ where
         if level == tracing::Level::ERROR && otel.record.status == Status::Unset {
             otel.record.status = Status::error("");
         }
-        let limits = settings().limits;
+        let limits = self.settings.limits;
         if otel.events >= limits.events {
             otel.record.dropped_events += 1;
             return;
@@ -613,13 +613,6 @@ struct Limits {
 }
 
 impl Limits {
-    const DEFAULT: Self = Self {
-        attributes: 128,
-        events: 128,
-        links: 128,
-        attributes_per_event: 128,
-    };
-
     fn from_env() -> Self {
         let var = |name: &str, default: u32| {
             std::env::var(name)
@@ -652,41 +645,259 @@ pub trait SpanExt {
 
 impl SpanExt for tracing::Span {
     fn context(&self) -> opentelemetry::Context {
-        with_otel(self, |otel| otel.context()).unwrap_or_default()
+        with_otel(self, |otel, _| otel.context()).unwrap_or_default()
     }
 
     fn set_parent(&self, cx: opentelemetry::Context) {
-        with_otel(self, |otel| otel.set_parent(cx));
+        with_otel(self, |otel, settings| otel.set_parent(cx, settings));
     }
 
     fn add_link(&self, cx: SpanContext) {
-        with_otel(self, |otel| otel.add_link(&cx));
+        with_otel(self, |otel, settings| otel.add_link(&cx, settings));
     }
 }
 
 /// The `traceparent` of the current span, `None` outside spans or without the layer.
 pub(super) fn current_traceparent() -> Option<String> {
-    with_otel(&tracing::Span::current(), |otel| {
+    with_otel(&tracing::Span::current(), |otel, _| {
         let r = &otel.record;
         format!("00-{}-{}-{:02x}", r.trace_id, r.span_id, r.flags.to_u8())
     })
 }
 
-/// Runs `f` on `span`'s [`OtelSpan`], found in the registry the span lives in.
-fn with_otel<R>(span: &tracing::Span, f: impl FnOnce(&mut OtelSpan) -> R) -> Option<R> {
+/// Runs `f` on `span`'s [`OtelSpan`], found in the registry the span lives in, with
+/// the span layer's settings.
+fn with_otel<R>(span: &tracing::Span, f: impl FnOnce(&mut OtelSpan, &Settings) -> R) -> Option<R> {
     span.with_subscriber(|(id, dispatch)| {
+        let layer = dispatch.downcast_ref::<SpanLayer>()?;
         let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
         let span = registry.span(id)?;
         let mut extensions = span.extensions_mut();
-        extensions.get_mut::<OtelSpan>().map(f)
+        extensions
+            .get_mut::<OtelSpan>()
+            .map(|otel| f(otel, &layer.settings))
     })
     .flatten()
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{Root, Sampler};
-    use opentelemetry::trace::TraceId;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use opentelemetry::baggage::BaggageExt as _;
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState,
+    };
+    use opentelemetry::{Context, KeyValue};
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    use super::super::otlp_traces::{BatchSpanEncoder, Limits as BatchLimits, OtlpSender};
+    use super::{Limits, Root, Sampler, Settings, SpanExt as _, SpanLayer};
+    use crate::testing::otlp::{OtlpReceiver, Span};
+
+    const LIMITS: Limits = Limits {
+        attributes: 128,
+        events: 128,
+        links: 128,
+        attributes_per_event: 128,
+    };
+
+    /// The spans `work` makes under the span layer with `settings`, as a collector
+    /// receives them.
+    fn exported(settings: Settings, work: impl FnOnce()) -> Vec<Span> {
+        let receiver = OtlpReceiver::start();
+        let client: Arc<dyn opentelemetry_http::HttpClient> =
+            Arc::new(super::super::LazyClient::new(Duration::from_secs(5)));
+        let sender = OtlpSender::new(
+            client,
+            &format!("{}/v1/traces", receiver.endpoint()),
+            axum::http::HeaderMap::new(),
+            Duration::from_secs(5),
+        )
+        .expect("sender");
+        let limits = BatchLimits {
+            schedule_delay: Duration::from_secs(3600),
+            max_queue: 1000,
+            max_batch: 1000,
+        };
+        let resource = opentelemetry_sdk::Resource::builder_empty()
+            .with_attributes([KeyValue::new("service.name", "spans-test")])
+            .build();
+        let encoder =
+            Arc::new(BatchSpanEncoder::start(sender, limits, &resource).expect("encoder"));
+        let subscriber = tracing_subscriber::registry()
+            .with(SpanLayer::with_settings(encoder.clone(), settings));
+        tracing::subscriber::with_default(subscriber, work);
+        encoder.shutdown().expect("exported");
+        receiver.spans()
+    }
+
+    fn remote(sampled: bool) -> Context {
+        let flags = if sampled {
+            TraceFlags::SAMPLED
+        } else {
+            TraceFlags::default()
+        };
+        Context::new()
+            .with_remote_span_context(SpanContext::new(
+                TraceId::from(0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736),
+                SpanId::from(0x00f0_67aa_0ba9_02b7),
+                flags,
+                true,
+                "vendor=1".parse::<TraceState>().expect("trace state"),
+            ))
+            .with_baggage([KeyValue::new("tenant", "t1")])
+    }
+
+    fn find<'a>(spans: &'a [Span], name: &str) -> &'a Span {
+        spans
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no {name} span in {spans:#?}"))
+    }
+
+    #[test]
+    fn a_request_becomes_one_trace_with_its_fields_events_and_links() {
+        let always = Settings {
+            sampler: Sampler::ParentBased(Root::AlwaysOn),
+            limits: LIMITS,
+        };
+        let mut outgoing = None;
+        let spans = exported(always, || {
+            let server = tracing::info_span!(
+                "HTTP request",
+                otel.name = "GET /api/messages",
+                otel.kind = "server",
+                otel.status_code = tracing::field::Empty,
+                http.request.method = %"GET",
+                http.response.status_code = tracing::field::Empty,
+            );
+            server.set_parent(remote(true));
+            server.in_scope(|| {
+                let query = tracing::info_span!(
+                    "query",
+                    otel.name = format!("SELECT {}", "messages"),
+                    otel.kind = "client",
+                    rows = 20_u64,
+                    ratio = 0.5,
+                    cached = false,
+                    negative = -3_i64,
+                    huge = u64::MAX,
+                );
+                query.in_scope(|| {
+                    tracing::info!("not an event: below warnings");
+                    tracing::warn!(attempt = 2, "slow query");
+                    tracing::error!("query failed");
+                });
+                outgoing = Some(query.context());
+                let other = tracing::info_span!("other");
+                other.add_link(query.context().span().span_context().clone());
+            });
+            server.record("http.response.status_code", 200);
+            server.record("otel.status_code", "error");
+        });
+        assert_eq!(spans.len(), 3, "{spans:#?}");
+        let server = find(&spans, "GET /api/messages");
+        let query = find(&spans, "SELECT messages");
+        let other = find(&spans, "other");
+        // The caller's trace, continued.
+        for span in [server, query, other] {
+            assert_eq!(span.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+            assert_eq!(span.service, "spans-test");
+        }
+        assert_eq!(server.parent_span_id, "00f067aa0ba902b7");
+        assert_eq!(query.parent_span_id, server.span_id);
+        assert_eq!(other.parent_span_id, server.span_id);
+        assert_eq!((server.kind, query.kind, other.kind), (2, 3, 1));
+        // Fields as attributes, recorded late ones included; `otel.*` ones not.
+        assert_eq!(server.attr("http.request.method"), "GET");
+        assert_eq!(server.attr("http.response.status_code"), "200");
+        assert!(!server.attributes.keys().any(|k| k.starts_with("otel.")));
+        assert_eq!(server.status, 2);
+        assert_eq!(query.attr("rows"), "20");
+        assert_eq!(query.attr("ratio"), "0.5");
+        assert_eq!(query.attr("cached"), "false");
+        assert_eq!(query.attr("negative"), "-3");
+        assert_eq!(query.attr("huge"), u64::MAX.to_string());
+        // Warnings and errors as events, an error marking the span failed.
+        assert_eq!(query.events, ["slow query", "query failed"]);
+        assert_eq!(query.status, 2);
+        assert_eq!(
+            other.links,
+            [(query.trace_id.clone(), query.span_id.clone())]
+        );
+        // The context an outgoing call propagates: the span's ids, the caller's trace
+        // state and baggage.
+        let outgoing = outgoing.expect("context");
+        let cx = outgoing.span().span_context().clone();
+        assert_eq!(cx.span_id().to_string(), query.span_id);
+        assert!(cx.is_sampled());
+        assert_eq!(cx.trace_state().header(), "vendor=1");
+        assert_eq!(
+            outgoing.baggage().get("tenant").map(ToString::to_string),
+            Some("t1".to_owned())
+        );
+    }
+
+    #[test]
+    fn unsampled_traces_propagate_but_export_nothing() {
+        let ratio_zero = Settings {
+            sampler: Sampler::ParentBased(Root::Ratio(0.0)),
+            limits: LIMITS,
+        };
+        let mut unsampled = None;
+        let spans = exported(ratio_zero, || {
+            // A new trace: not sampled at a ratio of 0, but it has ids to propagate.
+            let root = tracing::info_span!("root");
+            let child = root.in_scope(|| tracing::info_span!("child"));
+            unsampled = Some(child.context().span().span_context().clone());
+            // A caller that sampled: the root follows it, fields recorded before
+            // `set_parent` included, and so do its children.
+            let server = tracing::info_span!("server", http.route = "/api");
+            server.set_parent(remote(true));
+            server.in_scope(|| drop(tracing::info_span!("query")));
+            // A caller that did not: nothing.
+            let dropped = tracing::info_span!("dropped");
+            dropped.set_parent(remote(false));
+            dropped.in_scope(|| drop(tracing::info_span!("dropped child")));
+        });
+        let unsampled = unsampled.expect("context");
+        assert!(unsampled.is_valid() && !unsampled.is_sampled());
+        let mut names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["query", "server"]);
+        assert_eq!(find(&spans, "server").attr("http.route"), "/api");
+    }
+
+    #[test]
+    fn attributes_events_and_links_stop_at_their_limits() {
+        let small = Settings {
+            sampler: Sampler::ParentBased(Root::AlwaysOn),
+            limits: Limits {
+                attributes: 2,
+                events: 1,
+                links: 1,
+                attributes_per_event: 3,
+            },
+        };
+        let spans = exported(small, || {
+            let span =
+                tracing::info_span!("limited", a = 1, b = 2, c = 3, d = tracing::field::Empty);
+            span.record("d", 4);
+            span.in_scope(|| {
+                tracing::warn!(x = 1, y = 2, "first");
+                tracing::warn!("second");
+            });
+            let cx = span.context().span().span_context().clone();
+            span.add_link(cx.clone());
+            span.add_link(cx);
+        });
+        let span = find(&spans, "limited");
+        assert_eq!(span.attributes.len(), 2, "{span:#?}");
+        assert_eq!(span.events, ["first"]);
+        assert_eq!(span.links.len(), 1);
+    }
 
     #[test]
     fn samplers_are_read_as_the_sdk_reads_them() {
