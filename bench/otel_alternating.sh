@@ -20,7 +20,7 @@ binary=$(realpath "$1")
 DURATION="${DURATION:-2}"
 ROUNDS="${ROUNDS:-40}"
 command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. bench/lib.sh
 
 sink_port=$(free_port)
 taskset -c 0 python3 bench/otlp_sink.py "$sink_port" &
@@ -38,13 +38,7 @@ for mode in off on; do
     exec taskset -c 1 "$binary" >dev.log 2>&1) &
   pids+=($!)
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:${port[$mode]}/healthz" >/dev/null && break; sleep 0.1; done
-  cookie[$mode]=$(curl -si -H 'content-type: application/json' \
-    -d '{"username":"bench","password":"benchmark!"}' "http://127.0.0.1:${port[$mode]}/api/auth/signup" \
-    | sed -n 's/^set-cookie: \(missive_session=[^;]*\).*/\1/Ip' | tr -d '\r')
-  for i in $(seq 1 25); do
-    curl -sf -o /dev/null -H "cookie: ${cookie[$mode]}" -H 'content-type: application/json' \
-      -d "{\"text\":\"message number $i\"}" "http://127.0.0.1:${port[$mode]}/api/messages"
-  done
+  cookie[$mode]=$(bench_user "${port[$mode]}")
 done
 
 load() {

@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 binary=$(realpath "$1")
 requests="${2:-2000}"
 command -v valgrind >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. bench/lib.sh
 
 sink_port=$(free_port)
 python3 bench/otlp_sink.py "$sink_port" >/dev/null &
@@ -48,13 +48,7 @@ measure() {
     --callgrind-out-file="$work/cg.out" "$binary" >"$work/dev.log" 2>"$work/valgrind.log") &
   dev=$!
   for _ in $(seq 1 600); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.2; done
-  cookie=$(curl -si -H 'content-type: application/json' \
-    -d '{"username":"bench","password":"benchmark!"}' "http://127.0.0.1:$port/api/auth/signup" \
-    | sed -n 's/^set-cookie: \(missive_session=[^;]*\).*/\1/Ip' | tr -d '\r')
-  for i in $(seq 1 25); do
-    curl -sf -o /dev/null -H "cookie: $cookie" -H 'content-type: application/json' \
-      -d "{\"text\":\"message number $i\"}" "http://127.0.0.1:$port/api/messages"
-  done
+  cookie=$(bench_user "$port")
   # Warm up (caches, lazily built clients, a first export), then count only the load.
   load "$port" "$cookie" 200 1
   sleep 6

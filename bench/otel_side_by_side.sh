@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 DURATION="${DURATION:-5}"
 ROUNDS="${ROUNDS:-10}"
 command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. bench/lib.sh
 # CPU time (user + system) of a process, in clock ticks.
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
@@ -33,12 +33,6 @@ sink=$!
 trap 'kill $sink 2>/dev/null || true' EXIT
 results=$(mktemp)
 
-session() {
-  curl -si -H 'content-type: application/json' \
-    -d '{"username":"bench","password":"benchmark!"}' "http://127.0.0.1:$1/api/auth/$2" \
-    | sed -n 's/^set-cookie: \(missive_session=[^;]*\).*/\1/Ip' | tr -d '\r'
-}
-
 run() {
   local label=$1 binary=$2 endpoint=$3 work port dev cookie server0 sink0 rps
   work=$(mktemp -d)
@@ -47,13 +41,7 @@ run() {
     exec ${server_cpu[@]+"${server_cpu[@]}"} "$binary" >"$work/dev.log" 2>&1) &
   dev=$!
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
-  # Signs up, or logs in where an earlier run (DATABASE_URL set) already did.
-  cookie=$(session "$port" signup)
-  [ -n "$cookie" ] || cookie=$(session "$port" login)
-  for i in $(seq 1 25); do
-    curl -sf -o /dev/null -H "cookie: $cookie" -H 'content-type: application/json' \
-      -d "{\"text\":\"message number $i\"}" "http://127.0.0.1:$port/api/messages"
-  done
+  cookie=$(bench_user "$port")
   server0=$(ticks "$dev"); sink0=$(ticks "$sink")
   COOKIE="$cookie" ${client_cpu[@]+"${client_cpu[@]}"} wrk -t2 -c32 -d"${DURATION}s" --latency -s bench/get.lua \
     "http://127.0.0.1:$port/api/messages" >"$work/wrk.txt"

@@ -11,7 +11,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/missive-target}"
 BIN="${1:-$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release}"
 DURATION="${DURATION:-10}"
 command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. bench/lib.sh
 
 export DATABASE_URL=mysql://root@127.0.0.1:3306/missive_rss REDIS_URL=redis://127.0.0.1:6379
 export REDIS_KEY_PREFIX="missive-rss:" KAFKA_BROKERS="${MISSIVE_TEST_KAFKA_BROKERS:-127.0.0.1:9092}" LOG_LEVEL=warn

@@ -212,10 +212,7 @@ where
         otel.set_sampled(sampled);
         if otel.recording {
             otel.record.attributes.reserve(256);
-            attrs.record(&mut SpanFields {
-                span: &mut otel,
-                limit: settings.limits.attributes,
-            });
+            attrs.record(&mut Fields::of_span(&mut otel, settings.limits.attributes));
         }
         span.extensions_mut().insert(otel);
     }
@@ -226,10 +223,7 @@ where
         };
         let mut extensions = span.extensions_mut();
         if let Some(otel) = extensions.get_mut::<OtelSpan>().filter(|o| o.recording) {
-            values.record(&mut SpanFields {
-                span: otel,
-                limit: self.settings.limits.attributes,
-            });
+            values.record(&mut Fields::of_span(otel, self.settings.limits.attributes));
         }
     }
 
@@ -275,38 +269,26 @@ where
             return;
         }
         otel.events += 1;
-        let mut fields = EventFields {
-            name: String::new(),
-            attributes: Vec::with_capacity(128),
-            count: 2,
-            dropped: 0,
+        let (mut name, mut attributes) = (String::new(), Vec::with_capacity(128));
+        otlp_traces::attr_str(&mut attributes, EVENT_ATTRIBUTES, "level", level.as_str());
+        let target = event.metadata().target();
+        otlp_traces::attr_str(&mut attributes, EVENT_ATTRIBUTES, "target", target);
+        let (mut count, mut dropped) = (2, 0);
+        event.record(&mut Fields {
+            buf: &mut attributes,
+            field: EVENT_ATTRIBUTES,
+            count: &mut count,
+            dropped: &mut dropped,
             limit: limits.attributes_per_event,
-        };
-        otlp_traces::attr_str(
-            &mut fields.attributes,
-            EVENT_ATTRIBUTES,
-            "level",
-            level.as_str(),
-        );
-        otlp_traces::attr_str(
-            &mut fields.attributes,
-            EVENT_ATTRIBUTES,
-            "target",
-            event.metadata().target(),
-        );
-        event.record(&mut fields);
-        let name = if fields.name.is_empty() {
+            special: Special::Event { name: &mut name },
+        });
+        let name = if name.is_empty() {
             event.metadata().name()
         } else {
-            &fields.name
+            &name
         };
-        otlp_traces::event(
-            &mut otel.record.events,
-            SystemTime::now(),
-            name,
-            &fields.attributes,
-            fields.dropped,
-        );
+        let events = &mut otel.record.events;
+        otlp_traces::event(events, SystemTime::now(), name, &attributes, dropped);
     }
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
@@ -323,147 +305,95 @@ where
     }
 }
 
-/// Writes a span's fields: the `otel.*` ones into the span, the others as attributes.
-struct SpanFields<'a> {
-    span: &'a mut OtelSpan,
+/// Writes a span's or an event's fields: the ones with a meaning of their own (a span's
+/// `otel.*`, an event's `message`) where they belong, the others as `KeyValue`s (field
+/// number `field`) into `buf`, up to `limit` of them, counting those dropped.
+struct Fields<'a> {
+    buf: &'a mut Vec<u8>,
+    field: u32,
+    count: &'a mut u32,
+    dropped: &'a mut u32,
     limit: u32,
+    special: Special<'a>,
 }
 
-impl SpanFields<'_> {
+enum Special<'a> {
+    Span {
+        name: &'a mut Cow<'static, str>,
+        kind: &'a mut SpanKind,
+        status: &'a mut Status,
+    },
+    Event {
+        name: &'a mut String,
+    },
+}
+
+impl<'a> Fields<'a> {
+    fn of_span(otel: &'a mut OtelSpan, limit: u32) -> Self {
+        let record = &mut otel.record;
+        Self {
+            buf: &mut record.attributes,
+            field: SPAN_ATTRIBUTES,
+            count: &mut otel.attributes,
+            dropped: &mut record.dropped_attributes,
+            limit,
+            special: Special::Span {
+                name: &mut record.name,
+                kind: &mut record.kind,
+                status: &mut record.status,
+            },
+        }
+    }
+
     /// Room for one more attribute? Counts it, or counts it dropped.
     fn room(&mut self) -> bool {
-        if self.span.attributes >= self.limit {
-            self.span.record.dropped_attributes += 1;
+        if *self.count >= self.limit {
+            *self.dropped += 1;
             return false;
         }
-        self.span.attributes += 1;
+        *self.count += 1;
         true
     }
 
-    fn special(&mut self, name: &str, value: &str) {
-        let record = &mut self.span.record;
-        match name {
-            "otel.name" => record.name = Cow::Owned(value.to_owned()),
-            "otel.kind" => {
-                record.kind = match value {
-                    "server" => SpanKind::Server,
-                    "client" => SpanKind::Client,
-                    "producer" => SpanKind::Producer,
-                    "consumer" => SpanKind::Consumer,
-                    _ => SpanKind::Internal,
-                };
-            }
-            "otel.status_code" => {
-                if value.eq_ignore_ascii_case("ok") {
-                    record.status = Status::Ok;
-                } else if !value.eq_ignore_ascii_case("error") {
-                    record.status = Status::Unset;
-                } else if record.status == Status::Unset || record.status == Status::Ok {
-                    // An error keeps the description it may already have.
-                    record.status = Status::error("");
+    /// Takes a field with a meaning of its own; `false` for any other.
+    fn special(&mut self, key: &str, value: &str) -> bool {
+        match &mut self.special {
+            Special::Event { name } if key == "message" => value.clone_into(name),
+            Special::Span { name, kind, status } if key.starts_with("otel.") => match key {
+                "otel.name" => **name = Cow::Owned(value.to_owned()),
+                "otel.kind" => {
+                    **kind = match value {
+                        "server" => SpanKind::Server,
+                        "client" => SpanKind::Client,
+                        "producer" => SpanKind::Producer,
+                        "consumer" => SpanKind::Consumer,
+                        _ => SpanKind::Internal,
+                    };
                 }
-            }
-            "otel.status_description" => {
-                record.status = Status::error(value.to_owned());
-            }
-            _ => {}
+                "otel.status_code" => {
+                    if value.eq_ignore_ascii_case("ok") {
+                        **status = Status::Ok;
+                    } else if !value.eq_ignore_ascii_case("error") {
+                        **status = Status::Unset;
+                    } else if !matches!(status, Status::Error { .. }) {
+                        // An error keeps the description it may already have.
+                        **status = Status::error("");
+                    }
+                }
+                "otel.status_description" => **status = Status::error(value.to_owned()),
+                _ => {}
+            },
+            _ => return false,
         }
-    }
-}
-
-impl Visit for SpanFields<'_> {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        let name = field.name();
-        if name.starts_with("otel.") {
-            return self.special(name, value);
-        }
-        if self.room() {
-            otlp_traces::attr_str(
-                &mut self.span.record.attributes,
-                SPAN_ATTRIBUTES,
-                name,
-                value,
-            );
-        }
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        let mut text = String::new();
-        let _ = write!(text, "{value:?}");
-        self.record_str(field, &text);
-    }
-
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        if self.room() {
-            otlp_traces::attr_i64(
-                &mut self.span.record.attributes,
-                SPAN_ATTRIBUTES,
-                field.name(),
-                value,
-            );
-        }
-    }
-
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        match i64::try_from(value) {
-            Ok(value) => self.record_i64(field, value),
-            Err(_) => self.record_str(field, &value.to_string()),
-        }
-    }
-
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        if self.room() {
-            otlp_traces::attr_f64(
-                &mut self.span.record.attributes,
-                SPAN_ATTRIBUTES,
-                field.name(),
-                value,
-            );
-        }
-    }
-
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        if self.room() {
-            otlp_traces::attr_bool(
-                &mut self.span.record.attributes,
-                SPAN_ATTRIBUTES,
-                field.name(),
-                value,
-            );
-        }
-    }
-
-    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.record_str(field, &error_chain(value));
-    }
-}
-
-/// Writes an event's fields: `message` as its name, the others as attributes.
-struct EventFields {
-    name: String,
-    attributes: Vec<u8>,
-    count: u32,
-    dropped: u32,
-    limit: u32,
-}
-
-impl EventFields {
-    fn room(&mut self) -> bool {
-        if self.count >= self.limit {
-            self.dropped += 1;
-            return false;
-        }
-        self.count += 1;
         true
     }
 }
 
-impl Visit for EventFields {
+impl Visit for Fields<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "message" {
-            value.clone_into(&mut self.name);
-        } else if self.room() {
-            otlp_traces::attr_str(&mut self.attributes, EVENT_ATTRIBUTES, field.name(), value);
+        let key = field.name();
+        if !self.special(key, value) && self.room() {
+            otlp_traces::attr_str(self.buf, self.field, key, value);
         }
     }
 
@@ -475,7 +405,7 @@ impl Visit for EventFields {
 
     fn record_i64(&mut self, field: &Field, value: i64) {
         if self.room() {
-            otlp_traces::attr_i64(&mut self.attributes, EVENT_ATTRIBUTES, field.name(), value);
+            otlp_traces::attr_i64(self.buf, self.field, field.name(), value);
         }
     }
 
@@ -488,26 +418,22 @@ impl Visit for EventFields {
 
     fn record_f64(&mut self, field: &Field, value: f64) {
         if self.room() {
-            otlp_traces::attr_f64(&mut self.attributes, EVENT_ATTRIBUTES, field.name(), value);
+            otlp_traces::attr_f64(self.buf, self.field, field.name(), value);
         }
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
         if self.room() {
-            otlp_traces::attr_bool(&mut self.attributes, EVENT_ATTRIBUTES, field.name(), value);
+            otlp_traces::attr_bool(self.buf, self.field, field.name(), value);
         }
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
         let chain = error_chain(value);
         self.record_str(field, &chain);
-        if self.room() {
-            otlp_traces::attr_str(
-                &mut self.attributes,
-                EVENT_ATTRIBUTES,
-                "exception.message",
-                &chain,
-            );
+        // An event's error is also an exception, as the semantic conventions name it.
+        if matches!(self.special, Special::Event { .. }) && self.room() {
+            otlp_traces::attr_str(self.buf, self.field, "exception.message", &chain);
         }
     }
 }
