@@ -15,7 +15,8 @@
 //!   included) and [`SpanExt::context`] gives a span's context for outgoing calls;
 //! - sampling per `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` (the SDK's semantics:
 //!   parent-based samplers follow the parent's sampled flag, ratios are taken from the
-//!   trace id); spans of an unsampled trace get ids (they propagate) but record nothing;
+//!   trace id); spans of an unsampled trace get ids (they propagate) and are not
+//!   exported;
 //! - the span limits of `OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT`, `OTEL_SPAN_EVENT_COUNT_LIMIT`
 //!   and `OTEL_SPAN_LINK_COUNT_LIMIT` (default 128), with dropped counts;
 //! - the special fields `otel.name`, `otel.kind`, `otel.status_code` and
@@ -86,11 +87,11 @@ pub(super) struct OtelSpan {
     record: SpanRecord,
     /// The caller's context, for the baggage it carries to this span's outgoing calls.
     parent_cx: opentelemetry::Context,
-    /// Whether the span is exported (its trace is sampled).
+    /// Whether the span is exported (its trace is sampled). Its fields are recorded
+    /// either way: `set_parent` may yet put it in a sampled trace (a server span whose
+    /// caller sampled, a Kafka send joining the trace of the request that made the
+    /// event).
     sampled: bool,
-    /// Whether its fields are recorded: when sampled, and for a root span, which
-    /// `set_parent` may yet put in a sampled trace.
-    recording: bool,
     attributes: u32,
     events: u32,
     links: u32,
@@ -204,16 +205,13 @@ where
             },
             parent_cx,
             sampled: false,
-            recording: sampled || parent_sampled.is_none(),
             attributes: 0,
             events: 0,
             links: 0,
         };
         otel.set_sampled(sampled);
-        if otel.recording {
-            otel.record.attributes.reserve(256);
-            attrs.record(&mut Fields::of_span(&mut otel, settings.limits.attributes));
-        }
+        otel.record.attributes.reserve(256);
+        attrs.record(&mut Fields::of_span(&mut otel, settings.limits.attributes));
         span.extensions_mut().insert(otel);
     }
 
@@ -222,7 +220,7 @@ where
             return;
         };
         let mut extensions = span.extensions_mut();
-        if let Some(otel) = extensions.get_mut::<OtelSpan>().filter(|o| o.recording) {
+        if let Some(otel) = extensions.get_mut::<OtelSpan>() {
             values.record(&mut Fields::of_span(otel, self.settings.limits.attributes));
         }
     }
@@ -783,6 +781,12 @@ mod tests {
             let server = tracing::info_span!("server", http.route = "/api");
             server.set_parent(remote(true));
             server.in_scope(|| drop(tracing::info_span!("query")));
+            // A span in an unsampled trace joining a sampled one (as a Kafka send joins
+            // the trace of the request that made its event): exported, with its fields.
+            root.in_scope(|| {
+                let send = tracing::info_span!("send", messaging.system = "kafka");
+                send.set_parent(remote(true));
+            });
             // A caller that did not: nothing.
             let dropped = tracing::info_span!("dropped");
             dropped.set_parent(remote(false));
@@ -792,8 +796,9 @@ mod tests {
         assert!(unsampled.is_valid() && !unsampled.is_sampled());
         let mut names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
         names.sort_unstable();
-        assert_eq!(names, ["query", "server"]);
+        assert_eq!(names, ["query", "send", "server"]);
         assert_eq!(find(&spans, "server").attr("http.route"), "/api");
+        assert_eq!(find(&spans, "send").attr("messaging.system"), "kafka");
     }
 
     #[test]
