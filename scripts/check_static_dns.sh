@@ -50,13 +50,18 @@ kill -0 "$dns" 2>/dev/null || { echo "static-dns: the DNS server did not start" 
 echo "nameserver $dns_ip" > "$work/resolv.conf"
 echo "hosts: files dns" > "$work/nsswitch.conf"
 
-# Runs a command with the namespace's resolver configuration.
-in_ns() {
-  $SUDO unshare -m --propagation private -- bash -c '
+# Becomes a command run with the namespace's resolver configuration: the shell that
+# calls it is replaced (unshare and bash exec in turn), so a job started as
+# `(ns_exec ...) &` has the command's own pid and `cleanup` stops the command itself,
+# not a shell that would leave it running.
+ns_exec() {
+  exec $SUDO unshare -m --propagation private -- bash -c '
     mount --bind "$0/resolv.conf" /etc/resolv.conf
     mount --bind "$0/nsswitch.conf" /etc/nsswitch.conf
     shift; exec "$@"' "$work" - "$@"
 }
+# Runs a command with the namespace's resolver configuration, and waits for it.
+in_ns() { (ns_exec "$@"); }
 
 brokers="${MISSIVE_TEST_KAFKA_BROKERS:-127.0.0.1:9092}"
 broker_port="${brokers##*:}"
@@ -81,7 +86,7 @@ export KAFKA_BROKERS="kafka.missive.test:$broker_port" KAFKA_INBOX_TOPIC="$topic
 
 in_ns "$bin/missive" migrate
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-PORT=$port in_ns "$bin/message-list" > "$work/fn.log" 2>&1 & pids+=($!)
+(PORT=$port ns_exec "$bin/message-list") > "$work/fn.log" 2>&1 & pids+=($!)
 ready=""
 for _ in $(seq 1 100); do
   ready=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/readyz" || true)
