@@ -501,14 +501,17 @@ pub fn traceparent_of(cx: &opentelemetry::Context) -> Option<String> {
     use opentelemetry::trace::TraceContextExt as _;
     let span = cx.span();
     let sc = span.span_context();
-    sc.is_valid().then(|| {
-        format!(
-            "00-{}-{}-{:02x}",
-            sc.trace_id(),
-            sc.span_id(),
-            sc.trace_flags().to_u8()
-        )
-    })
+    sc.is_valid().then(|| traceparent(sc))
+}
+
+/// `sc` as a W3C `traceparent` value.
+fn traceparent(sc: &opentelemetry::trace::SpanContext) -> String {
+    format!(
+        "00-{}-{}-{:02x}",
+        sc.trace_id(),
+        sc.span_id(),
+        sc.trace_flags().to_u8()
+    )
 }
 
 /// The caller's trace context from HTTP headers: W3C `traceparent`/`tracestate` and

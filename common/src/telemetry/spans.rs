@@ -51,7 +51,7 @@ const EVENT_ATTRIBUTES: u32 = 3;
 #[derive(Debug, Clone, Copy)]
 struct Settings {
     sampler: Sampler,
-    limits: Limits,
+    limits: SpanLimits,
 }
 
 /// The layer; installed only when spans are exported.
@@ -68,7 +68,7 @@ impl SpanLayer {
             encoder,
             Settings {
                 sampler: Sampler::from_env(),
-                limits: Limits::from_env(),
+                limits: SpanLimits::from_env(),
             },
         )
     }
@@ -529,14 +529,14 @@ impl Sampler {
 
 /// The OpenTelemetry span limits (count limits only; attribute values are not cut).
 #[derive(Debug, Clone, Copy)]
-struct Limits {
+struct SpanLimits {
     attributes: u32,
     events: u32,
     links: u32,
     attributes_per_event: u32,
 }
 
-impl Limits {
+impl SpanLimits {
     fn from_env() -> Self {
         let var = |name: &str, default: u32| {
             std::env::var(name)
@@ -584,8 +584,7 @@ impl SpanExt for tracing::Span {
 /// The `traceparent` of the current span, `None` outside spans or without the layer.
 pub(super) fn current_traceparent() -> Option<String> {
     with_otel(&tracing::Span::current(), |otel, _| {
-        let r = &otel.record;
-        format!("00-{}-{}-{:02x}", r.trace_id, r.span_id, r.flags.to_u8())
+        super::traceparent(&otel.span_context())
     })
 }
 
@@ -616,11 +615,11 @@ mod tests {
     use opentelemetry::{Context, KeyValue};
     use tracing_subscriber::layer::SubscriberExt as _;
 
-    use super::super::otlp_traces::{BatchSpanEncoder, Limits as BatchLimits, OtlpSender};
-    use super::{Limits, Root, Sampler, Settings, SpanExt as _, SpanLayer};
+    use super::super::otlp_traces::{BatchSpanEncoder, Limits, OtlpSender};
+    use super::{Root, Sampler, Settings, SpanExt as _, SpanLayer, SpanLimits};
     use crate::testing::otlp::{OtlpReceiver, Span};
 
-    const LIMITS: Limits = Limits {
+    const LIMITS: SpanLimits = SpanLimits {
         attributes: 128,
         events: 128,
         links: 128,
@@ -640,7 +639,7 @@ mod tests {
             Duration::from_secs(5),
         )
         .expect("sender");
-        let limits = BatchLimits {
+        let limits = Limits {
             schedule_delay: Duration::from_secs(3600),
             max_queue: 1000,
             max_batch: 1000,
@@ -805,7 +804,7 @@ mod tests {
     fn attributes_events_and_links_stop_at_their_limits() {
         let small = Settings {
             sampler: Sampler::ParentBased(Root::AlwaysOn),
-            limits: Limits {
+            limits: SpanLimits {
                 attributes: 2,
                 events: 1,
                 links: 1,
