@@ -25,10 +25,11 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use common::events::CloudEvent;
-use common::kafka::{self, KafkaPublisher};
-use common::telemetry;
-use common::telemetry::SpanExt as _;
+use missive_adapters::events::http_binding;
+use missive_adapters::events::kafka::{self, KafkaPublisher};
+use missive_core::event::CloudEvent;
+use missive_telemetry as telemetry;
+use missive_telemetry::SpanExt as _;
 use opentelemetry::KeyValue;
 use tracing::Instrument as _;
 
@@ -199,7 +200,9 @@ fn process_span<M: Message>(sink: &Sink, record: &M) -> tracing::Span {
         };
         find("traceparent").or_else(|| find("ce_traceparent"))
     });
-    if let Some(traceparent) = traceparent.filter(|t| common::events::valid_traceparent(t)) {
+    if let Some(traceparent) =
+        traceparent.filter(|t| missive_core::trace_context::valid_traceparent(t))
+    {
         span.set_parent(telemetry::context_from_traceparent(&traceparent));
     }
     span
@@ -281,7 +284,7 @@ async fn deliver(
     let mut backoff = delivery.backoff;
     let mut last = Outcome::Interrupted;
     for attempt in 1..=delivery.max_attempts {
-        let request = match event.to_http_request("/") {
+        let request = match http_binding::to_request(event, "/") {
             Ok(mut request) => {
                 // Like KafkaSource: the call to the sink continues the consumer's span.
                 telemetry::inject_headers(

@@ -6,59 +6,43 @@
 
 pub mod dispatcher;
 pub mod frontend;
+pub mod registry;
 
 use axum::routing::get;
 use axum::{Json, Router};
-use common::AppState;
+use missive_app::{AppState, Topic};
 use utoipa::OpenApi;
 
-/// The event functions with their routers. `missive dev` also serves each at
-/// `/_events/<name>` (for `missive publish --http` and manual tests), as a cluster-local
-/// Knative Service would be reachable inside the cluster.
-pub fn event_functions(state: &AppState) -> [(&'static str, Router); 3] {
-    [
-        (
-            activity_record::NAME,
-            activity_record::router(state.clone()),
-        ),
-        (message_ingest::NAME, message_ingest::router(state.clone())),
-        (outbox_relay::NAME, outbox_relay::router(state.clone())),
-    ]
-}
-
 /// Every function's routes on one router (the runtime-contract layers not yet applied).
-/// Without Kafka, `activity-record` is subscribed to the in-process bus; with Kafka the
-/// dispatcher feeds it from the events topic instead.
+/// Event functions are also served at `/_events/<name>` (for `missive publish --http`
+/// and manual tests), as a cluster-local Knative Service is reachable inside the
+/// cluster. Without Kafka, the consumers of the events topic are subscribed to the
+/// in-process bus; with Kafka the dispatcher feeds them instead.
 pub fn routes(state: AppState) -> Router {
     if state.config.kafka_brokers.is_none() {
-        // Knative would deliver events to activity-record; here the bus calls its router.
-        state.bus.subscribe(
-            activity_record::NAME,
-            activity_record::router(state.clone()),
-        );
+        // Knative would deliver events to them; here the bus calls their routers.
+        for function in registry::consumers_of(Topic::Events) {
+            state
+                .bus
+                .subscribe(function.name, (function.router)(state.clone()));
+        }
     }
     let mut router = Router::new();
-    for (name, events) in event_functions(&state) {
-        router = router.nest(&format!("/_events/{name}"), events);
+    for function in registry::event_functions() {
+        router = router.nest(
+            &format!("/_events/{}", function.name),
+            (function.router)(state.clone()),
+        );
     }
-    router
-        .merge(auth_signup::router(state.clone()))
-        .merge(auth_login::router(state.clone()))
-        .merge(auth_logout::router(state.clone()))
-        .merge(auth_me::router(state.clone()))
-        .merge(message_create::router(state.clone()))
-        .merge(message_list::router(state.clone()))
-        .merge(message_search::router(state.clone()))
-        .merge(message_get::router(state.clone()))
-        .merge(message_delete::router(state.clone()))
-        .merge(activity_list::router(state.clone()))
-        .merge(activity_stream::router(state))
-        .route("/api/openapi.json", get(|| async { Json(openapi()) }))
+    for function in registry::http_functions() {
+        router = router.merge((function.router)(state.clone()));
+    }
+    router.route("/api/openapi.json", get(|| async { Json(openapi()) }))
 }
 
 /// The app `missive dev` serves: [`routes`] inside the runtime-contract layers.
 pub fn app(state: AppState) -> Router {
-    common::serve::app(routes(state.clone()), state)
+    state.serve(routes(state.clone()))
 }
 
 /// The OpenAPI 3.1 document of the whole HTTP API, assembled from each function's own
@@ -70,26 +54,14 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
             title = "Missive API",
             description = "Messaging web app; every endpoint is its own Knative function."
         ),
-        components(schemas(common::error::ErrorBody))
+        components(schemas(missive_serve::ErrorBody))
     )]
     struct Root;
 
     let mut doc = Root::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
-    for part in [
-        auth_signup::ApiDoc::openapi(),
-        auth_login::ApiDoc::openapi(),
-        auth_logout::ApiDoc::openapi(),
-        auth_me::ApiDoc::openapi(),
-        message_create::ApiDoc::openapi(),
-        message_list::ApiDoc::openapi(),
-        message_search::ApiDoc::openapi(),
-        message_get::ApiDoc::openapi(),
-        message_delete::ApiDoc::openapi(),
-        activity_list::ApiDoc::openapi(),
-        activity_stream::ApiDoc::openapi(),
-    ] {
-        doc.merge(part);
+    for function in registry::http_functions() {
+        doc.merge((function.openapi)());
     }
     doc
 }

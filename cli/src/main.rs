@@ -10,12 +10,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use common::AppState;
-use common::config::Config;
-use common::db::Db;
-use common::events::{CloudEvent, EventPublisher, HttpSink};
-use common::kafka::KafkaPublisher;
 use missive::dispatcher::{self, Delivery, Sink};
+use missive::registry;
+use missive_adapters::events::kafka::{self, KafkaPublisher};
+use missive_adapters::events::{EventPublisher, HttpSink};
+use missive_adapters::sql::Db;
+use missive_app::config::Config;
+use missive_app::{AppState, Topic};
+use missive_core::event::{CloudEvent, EventKind, MessageSubmittedData};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
@@ -84,7 +86,7 @@ struct PublishArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let telemetry = common::telemetry::init("missive", &cli.config.log_level);
+    let telemetry = missive_telemetry::init("missive", &cli.config.log_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -148,22 +150,30 @@ async fn dev(mut config: Config, dispatch: DispatchArgs) -> anyhow::Result<()> {
         missive::app(state.clone()),
         web::site(dispatch.frontend_dir.clone()),
     );
+    let db = state.db.clone();
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(brokers) = state.config.kafka_brokers.clone() {
         start_dispatchers(&state, &brokers, &dispatch, &mut tasks).await?;
     }
     tasks.spawn(relay_every_minute(state.clone()));
     // Loopback only: a development server should not be reachable from the network.
-    let listener = common::serve::bind_on(Ipv4Addr::LOCALHOST, state.config.port).await?;
+    let listener = missive_serve::bind_on(Ipv4Addr::LOCALHOST, state.config.port).await?;
     let addr = listener.local_addr()?;
-    common::serve::cancel_on_signal(state.shutdown.clone())?;
-    let ready = common::telemetry::metrics::record_ready();
+    missive_serve::cancel_on_signal(state.shutdown.clone())?;
+    let ready = missive_telemetry::metrics::record_ready();
     tracing::info!(%addr, start_to_ready_ms = ready.as_secs_f64() * 1e3, "serving");
     #[allow(clippy::print_stdout)]
     {
         println!("Missive is running at http://{addr}/ (API under /api, Ctrl-C to stop)");
     }
-    common::serve::serve(listener, app, state).await?;
+    missive_serve::serve_until(missive_serve::Serving {
+        listener,
+        app,
+        shutdown: state.shutdown.clone(),
+        grace: state.config.shutdown_grace(),
+        on_stop: Some(Box::pin(async move { db.close().await })),
+    })
+    .await?;
     tasks.shutdown().await;
     Ok(())
 }
@@ -175,7 +185,7 @@ async fn start_dispatchers(
     tasks: &mut tokio::task::JoinSet<()>,
 ) -> anyhow::Result<()> {
     let c = &state.config;
-    common::kafka::ensure_topics(
+    kafka::ensure_topics(
         brokers,
         &[
             &c.kafka_events_topic,
@@ -194,20 +204,15 @@ async fn start_dispatchers(
     let dlq = Arc::new(KafkaPublisher::new(brokers, &c.kafka_dlq_topic)?);
     // Each sink gets the layers its Knative service has (HTTP span, limits, timeout), so
     // a delivery here looks like a delivery there.
-    let sinks = [
-        Sink {
-            name: activity_record::NAME,
-            topic: c.kafka_events_topic.clone(),
-            group: format!("{}-{}", c.kafka_events_topic, activity_record::NAME),
-            router: common::serve::app(activity_record::router(state.clone()), state.clone()),
-        },
-        Sink {
-            name: message_ingest::NAME,
-            topic: c.kafka_inbox_topic.clone(),
-            group: format!("{}-{}", c.kafka_inbox_topic, message_ingest::NAME),
-            router: common::serve::app(message_ingest::router(state.clone()), state.clone()),
-        },
-    ];
+    let sinks = [Topic::Events, Topic::Inbox].into_iter().flat_map(|topic| {
+        let topic_name = topic.name(c).to_owned();
+        registry::consumers_of(topic).map(move |function| Sink {
+            name: function.name,
+            topic: topic_name.clone(),
+            group: format!("{topic_name}-{}", function.name),
+            router: state.serve((function.router)(state.clone())),
+        })
+    });
     for sink in sinks {
         let (delivery, dlq, shutdown) = (delivery.clone(), dlq.clone(), state.shutdown.clone());
         tasks.spawn(async move {
@@ -259,15 +264,20 @@ async fn publish(config: Config, args: PublishArgs) -> anyhow::Result<()> {
         (None, Some(brokers)) => Box::new(KafkaPublisher::new(brokers, &config.kafka_inbox_topic)?),
         (None, None) => anyhow::bail!("set KAFKA_BROKERS, or give --http URL"),
     };
-    let traceparent = common::events::new_traceparent();
+    let traceparent = missive_core::trace_context::new_traceparent();
     for submission in &submissions {
         let mut event = CloudEvent {
             id: uuid::Uuid::new_v4().to_string(),
             source: "/cli/missive-publish".to_owned(),
-            ty: message_ingest::SUBMITTED_TYPE.to_owned(),
+            ty: EventKind::MessageSubmitted.type_name().to_owned(),
             subject: Some(submission.username.clone()),
-            time: Some(common::db::rfc3339_millis(common::db::now_millis())),
-            data: serde_json::json!({ "username": submission.username, "text": submission.text }),
+            time: Some(missive_core::time::rfc3339_millis(
+                missive_core::time::now_millis(),
+            )),
+            data: serde_json::to_value(MessageSubmittedData {
+                username: submission.username.clone(),
+                text: submission.text.clone(),
+            })?,
             extensions: Default::default(),
         };
         event

@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::http::{Method, StatusCode};
-use common::AppState;
-use common::config::Config;
-use common::testing::{Backends, TestBackends, TestRequest, TestResponse};
 use futures_util::future::join_all;
 use http_body_util::BodyExt;
+use missive_app::AppState;
+use missive_app::config::Config;
+use missive_testkit::{Backends, TestBackends, TestRequest, TestResponse};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -1269,7 +1269,7 @@ async fn panics_become_500_in_our_shape() {
         }),
     );
     let res = TestRequest::new(Method::GET, "/boom")
-        .send(&common::serve::app(routes, state))
+        .send(&state.serve(routes))
         .await;
     assert_eq!(res.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(res.error_code(), "internal");
@@ -1289,7 +1289,7 @@ async fn slow_requests_time_out_in_our_shape() {
         }),
     );
     let res = TestRequest::new(Method::GET, "/slow")
-        .send(&common::serve::app(routes, state))
+        .send(&state.serve(routes))
         .await;
     assert_eq!(res.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(res.error_code(), "timeout");
@@ -1344,9 +1344,9 @@ async fn stream_sends_heartbeat_comments() {
     assert_eq!(activity_stream::HEARTBEAT, Duration::from_secs(15));
     let backends = TestBackends::new(Backends::Embedded).await;
     let state = backends.state();
-    let user = common::sessions::CurrentUser {
-        id: common::db::UserId(1),
-        username: common::domain::Username::parse("alice").unwrap(),
+    let user = missive_app::auth::CurrentUser {
+        id: missive_app::auth::UserId(1),
+        username: missive_core::domain::Username::parse("alice").unwrap(),
     };
     let session = state.sessions.create(&user).await.unwrap();
     // The store lives as long as the state; keep one alive as a server would.
@@ -1539,7 +1539,7 @@ api_test!(
             "{carried}"
         );
         // Without a traceparent a new trace is started.
-        assert!(common::events::valid_traceparent(
+        assert!(missive_core::trace_context::valid_traceparent(
             rows[0].event.traceparent().unwrap()
         ));
         app.stop().await;
@@ -1552,15 +1552,15 @@ api_test!(
         let app = App::start(b).await;
         let cookie = app.signup("alice").await;
         // Rows nobody published (as if the instance had died right after commit).
-        let alice = common::domain::Username::parse("alice").unwrap();
+        let alice = missive_core::domain::Username::parse("alice").unwrap();
         for i in 0..3 {
-            let event = common::events::CloudEvent::new(
+            let event = missive_app::events::new(
+                missive_core::event::EventKind::MessageDeleted,
                 "tests",
-                "message.deleted",
                 &alice,
-                json!({ "id": i.to_string() }),
+                &json!({ "id": i.to_string() }),
             );
-            app.state.db.outbox_alone(event).await.unwrap();
+            let _left_unpublished = app.state.db.outbox_alone(event).await.unwrap();
         }
         assert_eq!(app.state.db.unsent_count().await.unwrap(), 3);
         // Two relays at once: one holds the lease and publishes, the other stands aside.

@@ -24,10 +24,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::testing::process::{
+use missive_testkit::process::{
     accepted_connection, answers_h2c, sigterm, wait_exit, wait_until_read,
 };
-use common::testing::{Backends, TestBackends};
+use missive_testkit::{Backends, TestBackends};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -360,7 +360,7 @@ async fn contract(name: &str) {
         "KAFKA_BROKERS".into(),
         std::env::var("MISSIVE_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into()),
     );
-    let collector = common::testing::otlp::OtlpReceiver::start();
+    let collector = missive_testkit::otlp::OtlpReceiver::start();
     env.insert("OTEL_EXPORTER_OTLP_ENDPOINT".into(), collector.endpoint());
     let site = (name == "web").then(site_dir);
     if let Some(site) = &site {

@@ -11,8 +11,8 @@ mod dev;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::testing::otlp::{OtlpReceiver, Span};
 use dev::{Dev, Setup, eventually};
+use missive_testkit::otlp::{OtlpReceiver, Span};
 use serde_json::Value;
 
 const SERVER: i32 = 2;

@@ -6,16 +6,27 @@
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use common::api::ActivityList;
-use common::domain::Limit;
-use common::error::ErrorBody;
-use common::extract::ApiQuery;
-use common::sessions::CurrentUser;
-use common::{ApiError, AppState};
+use missive_app::AppState;
+use missive_app::activity::ActivityList;
+use missive_app::auth::CurrentUser;
+use missive_app::{Function, Trigger};
+use missive_core::domain::Limit;
+use missive_serve::ApiError;
+use missive_serve::ApiQuery;
+use missive_serve::ErrorBody;
 use serde::Deserialize;
 
 /// Knative service name.
 pub const NAME: &str = env!("CARGO_PKG_NAME");
+
+/// This function in the registry.
+pub const FUNCTION: Function = Function {
+    name: NAME,
+    trigger: Trigger::Http,
+    publishes: false,
+    router,
+    openapi: || <ApiDoc as utoipa::OpenApi>::openapi(),
+};
 
 /// The function's routes.
 pub fn router(state: AppState) -> Router {

@@ -5,6 +5,7 @@
 //! Reads: the user's activity channel (Redis pub/sub). Emits nothing. The stream ends
 //! when the process begins shutting down; `EventSource` reconnects by itself.
 
+use missive_app::{Function, Trigger};
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -12,14 +13,24 @@ use axum::Router;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
-use common::activity::Entry;
-use common::error::ErrorBody;
-use common::sessions::CurrentUser;
-use common::{ApiError, AppState};
 use futures_util::{Stream, StreamExt};
+use missive_app::AppState;
+use missive_app::activity::Entry;
+use missive_app::auth::CurrentUser;
+use missive_serve::ApiError;
+use missive_serve::ErrorBody;
 
 /// Knative service name.
 pub const NAME: &str = env!("CARGO_PKG_NAME");
+
+/// This function in the registry.
+pub const FUNCTION: Function = Function {
+    name: NAME,
+    trigger: Trigger::Http,
+    publishes: false,
+    router,
+    openapi: || <ApiDoc as utoipa::OpenApi>::openapi(),
+};
 
 /// Interval of the heartbeat comment.
 pub const HEARTBEAT: Duration = Duration::from_secs(15);

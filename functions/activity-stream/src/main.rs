@@ -1,6 +1,6 @@
 //! The `activity-stream` function as its own binary: its router, served per the Knative runtime
-//! contract by `common::serve`.
+//! contract by `missive_app::function::run`.
 
 fn main() -> std::process::ExitCode {
-    common::serve::run_function(activity_stream::NAME, activity_stream::router)
+    missive_app::function::run(&activity_stream::FUNCTION)
 }

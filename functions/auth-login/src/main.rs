@@ -1,6 +1,6 @@
 //! The `auth-login` function as its own binary: its router, served per the Knative runtime
-//! contract by `common::serve`.
+//! contract by `missive_app::function::run`.
 
 fn main() -> std::process::ExitCode {
-    common::serve::run_function(auth_login::NAME, auth_login::router)
+    missive_app::function::run(&auth_login::FUNCTION)
 }

@@ -9,13 +9,24 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::post;
-use common::error::ErrorBody;
-use common::events::CloudEvent;
-use common::extract::{clear_session_cookie, session_id};
-use common::{ApiError, AppState};
+use missive_app::AppState;
+use missive_app::auth;
+use missive_app::http::{clear_session_cookie, session_id};
+use missive_app::{Function, Trigger};
+use missive_serve::ApiError;
+use missive_serve::ErrorBody;
 
 /// Knative service name, also the event source `/functions/auth-logout`.
 pub const NAME: &str = env!("CARGO_PKG_NAME");
+
+/// This function in the registry.
+pub const FUNCTION: Function = Function {
+    name: NAME,
+    trigger: Trigger::Http,
+    publishes: true,
+    router,
+    openapi: || <ApiDoc as utoipa::OpenApi>::openapi(),
+};
 
 /// The function's routes.
 pub fn router(state: AppState) -> Router {
@@ -41,21 +52,7 @@ async fn logout(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
-    if let Some(id) = session_id(&headers)
-        && let Some(user) = state.sessions.get(&id).await?
-    {
-        state.sessions.delete(&id).await?;
-        let entry = state
-            .db
-            .outbox_alone(CloudEvent::new(
-                NAME,
-                "user.logged_out",
-                &user.username,
-                serde_json::json!({ "username": user.username.as_str() }),
-            ))
-            .await?;
-        state.outbox.publish(vec![entry]).await;
-    }
+    auth::logout(&state, NAME, session_id(&headers)).await?;
     Ok((
         StatusCode::NO_CONTENT,
         [(header::SET_COOKIE, clear_session_cookie(&state))],

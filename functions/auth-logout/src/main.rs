@@ -1,6 +1,6 @@
 //! The `auth-logout` function as its own binary: its router, served per the Knative runtime
-//! contract by `common::serve`.
+//! contract by `missive_app::function::run`.
 
 fn main() -> std::process::ExitCode {
-    common::serve::run_function(auth_logout::NAME, auth_logout::router)
+    missive_app::function::run(&auth_logout::FUNCTION)
 }

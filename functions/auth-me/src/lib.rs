@@ -4,13 +4,23 @@
 
 use axum::routing::get;
 use axum::{Json, Router};
-use common::AppState;
-use common::api::UserBody;
-use common::error::ErrorBody;
-use common::sessions::CurrentUser;
+use missive_app::AppState;
+use missive_app::auth::CurrentUser;
+use missive_app::auth::UserBody;
+use missive_app::{Function, Trigger};
+use missive_serve::ErrorBody;
 
 /// Knative service name.
 pub const NAME: &str = env!("CARGO_PKG_NAME");
+
+/// This function in the registry.
+pub const FUNCTION: Function = Function {
+    name: NAME,
+    trigger: Trigger::Http,
+    publishes: false,
+    router,
+    openapi: || <ApiDoc as utoipa::OpenApi>::openapi(),
+};
 
 /// The function's routes.
 pub fn router(state: AppState) -> Router {
@@ -33,7 +43,5 @@ pub struct ApiDoc;
     )
 )]
 async fn me(user: CurrentUser) -> Json<UserBody> {
-    Json(UserBody {
-        username: user.username.as_str().to_owned(),
-    })
+    Json(UserBody::from(&user))
 }

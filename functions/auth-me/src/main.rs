@@ -1,6 +1,6 @@
 //! The `auth-me` function as its own binary: its router, served per the Knative runtime
-//! contract by `common::serve`.
+//! contract by `missive_app::function::run`.
 
 fn main() -> std::process::ExitCode {
-    common::serve::run_function(auth_me::NAME, auth_me::router)
+    missive_app::function::run(&auth_me::FUNCTION)
 }

@@ -9,16 +9,26 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::{Json, Router};
-use common::api::{Credentials, UserBody};
-use common::domain::{Password, Username};
-use common::error::ErrorBody;
-use common::events::CloudEvent;
-use common::extract::{ApiJson, session_cookie};
-use common::sessions::CurrentUser;
-use common::{ApiError, AppState};
+use missive_app::AppState;
+use missive_app::auth;
+use missive_app::auth::{Credentials, UserBody};
+use missive_app::http::session_cookie;
+use missive_app::{Function, Trigger};
+use missive_serve::ApiError;
+use missive_serve::ApiJson;
+use missive_serve::ErrorBody;
 
 /// Knative service name, also the event source `/functions/auth-signup`.
 pub const NAME: &str = env!("CARGO_PKG_NAME");
+
+/// This function in the registry.
+pub const FUNCTION: Function = Function {
+    name: NAME,
+    trigger: Trigger::Http,
+    publishes: true,
+    router,
+    openapi: || <ApiDoc as utoipa::OpenApi>::openapi(),
+};
 
 /// The function's routes.
 pub fn router(state: AppState) -> Router {
@@ -49,32 +59,10 @@ async fn signup(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let username = Username::parse(&body.username)?;
-    let password = Password::parse(body.password)?;
-    let hash = common::password::hash(password).await?;
-    let event = CloudEvent::new(
-        NAME,
-        "user.registered",
-        &username,
-        serde_json::json!({ "username": username.as_str() }),
-    );
-    let (id, entry) = state
-        .db
-        .insert_user(&username, &hash, event)
-        .await?
-        .ok_or(ApiError::UsernameTaken)?;
-    let user = CurrentUser {
-        id,
-        username: username.clone(),
-    };
-    let session = state.sessions.create(&user).await?;
-    common::telemetry::metrics::get().signups.add(1, &[]);
-    state.outbox.publish(vec![entry]).await;
+    let (user, session) = auth::signup(&state, NAME, body).await?;
     Ok((
         StatusCode::CREATED,
         [(header::SET_COOKIE, session_cookie(&state, &session))],
-        Json(UserBody {
-            username: username.as_str().to_owned(),
-        }),
+        Json(UserBody::from(&user)),
     ))
 }

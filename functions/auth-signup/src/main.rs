@@ -1,6 +1,6 @@
 //! The `auth-signup` function as its own binary: its router, served per the Knative runtime
-//! contract by `common::serve`.
+//! contract by `missive_app::function::run`.
 
 fn main() -> std::process::ExitCode {
-    common::serve::run_function(auth_signup::NAME, auth_signup::router)
+    missive_app::function::run(&auth_signup::FUNCTION)
 }

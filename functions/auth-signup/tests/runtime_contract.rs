@@ -8,10 +8,10 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::testing::process::{
+use missive_testkit::process::{
     accepted_connection, answers_h2c, sigterm, wait_exit, wait_until_read,
 };
-use common::testing::{Backends, TestBackends};
+use missive_testkit::{Backends, TestBackends};
 use secrecy::ExposeSecret;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -256,7 +256,7 @@ fn missing_configuration_fails_fast_naming_the_variable() {
 #[tokio::test]
 async fn spans_emitted_just_before_sigterm_reach_the_collector() {
     let backends = TestBackends::new(Backends::Real).await;
-    let receiver = common::testing::otlp::OtlpReceiver::start();
+    let receiver = missive_testkit::otlp::OtlpReceiver::start();
     let endpoint = receiver.endpoint();
     let mut env = real_env(&backends);
     env.push(("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint));

@@ -10,17 +10,26 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::{Json, Router};
-use common::api::NewMessage;
-use common::db::{Created, Message};
-use common::domain::{IdempotencyKey, MessageText};
-use common::error::ErrorBody;
-use common::events::message_created;
-use common::extract::ApiJson;
-use common::sessions::CurrentUser;
-use common::{ApiError, AppState};
+use missive_app::AppState;
+use missive_app::auth::CurrentUser;
+use missive_app::messages::{self, Message, NewMessage};
+use missive_app::{Function, Trigger};
+use missive_core::domain::{IdempotencyKey, MessageText};
+use missive_serve::ApiError;
+use missive_serve::ApiJson;
+use missive_serve::ErrorBody;
 
 /// Knative service name, also the event source `/functions/message-create`.
 pub const NAME: &str = env!("CARGO_PKG_NAME");
+
+/// This function in the registry.
+pub const FUNCTION: Function = Function {
+    name: NAME,
+    trigger: Trigger::Http,
+    publishes: true,
+    router,
+    openapi: || <ApiDoc as utoipa::OpenApi>::openapi(),
+};
 
 /// The function's routes.
 pub fn router(state: AppState) -> Router {
@@ -60,20 +69,6 @@ async fn create(
         .get("idempotency-key")
         .map(|v| IdempotencyKey::parse(v.as_bytes()))
         .transpose()?;
-    let event = message_created(NAME, &user.username);
-    let message = match state
-        .db
-        .create_message(user.id, &text, key.as_ref(), event)
-        .await?
-    {
-        Created::New(message, entry) => {
-            common::telemetry::metrics::get()
-                .messages_created
-                .add(1, &[]);
-            state.outbox.publish(vec![entry]).await;
-            message
-        }
-        Created::Replayed(first) => first,
-    };
+    let message = messages::create(&state, NAME, &user, text, key).await?;
     Ok((StatusCode::CREATED, Json(message)))
 }

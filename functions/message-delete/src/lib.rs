@@ -9,14 +9,25 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::delete;
-use common::domain::MessageId;
-use common::error::ErrorBody;
-use common::events::CloudEvent;
-use common::sessions::CurrentUser;
-use common::{ApiError, AppState};
+use missive_app::AppState;
+use missive_app::auth::CurrentUser;
+use missive_app::messages;
+use missive_app::{Function, Trigger};
+use missive_core::domain::MessageId;
+use missive_serve::ApiError;
+use missive_serve::ErrorBody;
 
 /// Knative service name, also the event source `/functions/message-delete`.
 pub const NAME: &str = env!("CARGO_PKG_NAME");
+
+/// This function in the registry.
+pub const FUNCTION: Function = Function {
+    name: NAME,
+    trigger: Trigger::Http,
+    publishes: true,
+    router,
+    openapi: || <ApiDoc as utoipa::OpenApi>::openapi(),
+};
 
 /// The function's routes.
 pub fn router(state: AppState) -> Router {
@@ -46,17 +57,6 @@ async fn delete_message(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = MessageId::parse(&id).ok_or(ApiError::NotFound)?;
-    let event = CloudEvent::new(
-        NAME,
-        "message.deleted",
-        &user.username,
-        serde_json::json!({ "id": id.to_string() }),
-    );
-    let entry = state
-        .db
-        .delete_message(user.id, id, event)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    state.outbox.publish(vec![entry]).await;
+    messages::delete(&state, NAME, &user, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

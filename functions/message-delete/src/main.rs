@@ -1,6 +1,6 @@
 //! The `message-delete` function as its own binary: its router, served per the Knative runtime
-//! contract by `common::serve`.
+//! contract by `missive_app::function::run`.
 
 fn main() -> std::process::ExitCode {
-    common::serve::run_function(message_delete::NAME, message_delete::router)
+    missive_app::function::run(&message_delete::FUNCTION)
 }

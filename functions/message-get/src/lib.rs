@@ -6,14 +6,25 @@
 use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
-use common::db::Message;
-use common::domain::MessageId;
-use common::error::ErrorBody;
-use common::sessions::CurrentUser;
-use common::{ApiError, AppState};
+use missive_app::AppState;
+use missive_app::auth::CurrentUser;
+use missive_app::messages::{self, Message};
+use missive_app::{Function, Trigger};
+use missive_core::domain::MessageId;
+use missive_serve::ApiError;
+use missive_serve::ErrorBody;
 
 /// Knative service name.
 pub const NAME: &str = env!("CARGO_PKG_NAME");
+
+/// This function in the registry.
+pub const FUNCTION: Function = Function {
+    name: NAME,
+    trigger: Trigger::Http,
+    publishes: false,
+    router,
+    openapi: || <ApiDoc as utoipa::OpenApi>::openapi(),
+};
 
 /// The function's routes.
 pub fn router(state: AppState) -> Router {
@@ -43,10 +54,5 @@ async fn get_message(
     Path(id): Path<String>,
 ) -> Result<Json<Message>, ApiError> {
     let id = MessageId::parse(&id).ok_or(ApiError::NotFound)?;
-    state
-        .db
-        .get_message(user.id, id)
-        .await?
-        .map(Json)
-        .ok_or(ApiError::NotFound)
+    Ok(Json(messages::get(&state, &user, id).await?))
 }

@@ -16,66 +16,40 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
-use common::db::Ingested;
-use common::domain::{MessageText, Username};
-use common::events::{self, CloudEvent};
-use common::{ApiError, AppState};
-use serde::Deserialize;
+use missive_app::AppState;
+use missive_app::http::Event;
+use missive_app::messages;
+use missive_app::{Function, Topic, Trigger};
+use missive_core::event::CloudEvent;
+use missive_serve::ApiError;
 
 /// Knative service name, also the source of the events it emits.
 pub const NAME: &str = env!("CARGO_PKG_NAME");
 
-/// The event type this function handles.
-pub const SUBMITTED_TYPE: &str = "io.missive.message.submitted.v1";
+/// This function in the registry.
+pub const FUNCTION: Function = Function {
+    name: NAME,
+    trigger: Trigger::Events(Topic::Inbox),
+    publishes: true,
+    router,
+    openapi: missive_app::function::no_openapi,
+};
 
 /// The function's routes.
 pub fn router(state: AppState) -> Router {
     Router::new().route("/", post(ingest)).with_state(state)
 }
 
-/// Data of a submitted message.
-#[derive(Deserialize)]
-struct Submitted {
-    username: String,
-    text: String,
-}
-
-async fn ingest(State(state): State<AppState>, event: CloudEvent) -> Result<StatusCode, ApiError> {
+async fn ingest(
+    State(state): State<AppState>,
+    Event(event): Event,
+) -> Result<StatusCode, ApiError> {
     // Everything below, and the message.created event it writes, continues the
     // producer's trace.
-    event.handle(store(state, &event)).await
+    missive_telemetry::handle_event(&event, store(&state, &event)).await
 }
 
-async fn store(state: AppState, event: &CloudEvent) -> Result<StatusCode, ApiError> {
-    if event.ty != SUBMITTED_TYPE && event.ty != common::kafka::KAFKA_EVENT_TYPE {
-        return Err(ApiError::InvalidEvent(format!(
-            "expected {SUBMITTED_TYPE}, got {}",
-            event.ty
-        )));
-    }
-    let submitted: Submitted = serde_json::from_value(event.data.clone()).map_err(|e| {
-        ApiError::InvalidEvent(format!("data must be {{\"username\", \"text\"}}: {e}"))
-    })?;
-    let unknown_user = || ApiError::validation("unknown_user", "no user has this username");
-    let username = Username::parse(&submitted.username).map_err(|_| unknown_user())?;
-    let text = MessageText::parse(submitted.text)?;
-    let created = events::message_created(NAME, &username);
-    match state
-        .db
-        .ingest_message(&event.source, &event.id, &username, &text, created)
-        .await?
-    {
-        Ingested::Created(written) => {
-            let (_message, entry) = *written;
-            common::telemetry::metrics::get()
-                .messages_created
-                .add(1, &[]);
-            state.outbox.publish_in_background(vec![entry]);
-        }
-        Ingested::Duplicate => {
-            tracing::debug!(event.id = %event.id, "duplicate submission ignored");
-        }
-        Ingested::UnknownUser => return Err(unknown_user()),
-    }
+async fn store(state: &AppState, event: &CloudEvent) -> Result<StatusCode, ApiError> {
+    messages::ingest(state, NAME, event).await?;
     Ok(StatusCode::ACCEPTED)
 }

@@ -1,6 +1,6 @@
 //! The `message-ingest` function as its own binary: its router, served per the Knative runtime
-//! contract by `common::serve`.
+//! contract by `missive_app::function::run`.
 
 fn main() -> std::process::ExitCode {
-    common::serve::run_function(message_ingest::NAME, message_ingest::router)
+    missive_app::function::run(&message_ingest::FUNCTION)
 }

@@ -7,16 +7,27 @@
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use common::api::MessageList;
-use common::domain::{Limit, SearchQuery};
-use common::error::ErrorBody;
-use common::extract::ApiQuery;
-use common::sessions::CurrentUser;
-use common::{ApiError, AppState};
+use missive_app::AppState;
+use missive_app::auth::CurrentUser;
+use missive_app::messages::{self, MessageList};
+use missive_app::{Function, Trigger};
+use missive_core::domain::{Limit, SearchQuery};
+use missive_serve::ApiError;
+use missive_serve::ApiQuery;
+use missive_serve::ErrorBody;
 use serde::Deserialize;
 
 /// Knative service name.
 pub const NAME: &str = env!("CARGO_PKG_NAME");
+
+/// This function in the registry.
+pub const FUNCTION: Function = Function {
+    name: NAME,
+    trigger: Trigger::Http,
+    publishes: false,
+    router,
+    openapi: || <ApiDoc as utoipa::OpenApi>::openapi(),
+};
 
 /// The function's routes.
 pub fn router(state: AppState) -> Router {
@@ -56,9 +67,6 @@ async fn search(
 ) -> Result<Json<MessageList>, ApiError> {
     let query = SearchQuery::parse(params.q.as_deref())?;
     let limit = Limit::parse(params.limit.as_deref())?;
-    let items = state
-        .db
-        .search_messages(user.id, query.words(), limit)
-        .await?;
+    let items = messages::search(&state, &user, &query, limit).await?;
     Ok(Json(MessageList { items }))
 }

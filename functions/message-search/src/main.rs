@@ -1,6 +1,6 @@
 //! The `message-search` function as its own binary: its router, served per the Knative runtime
-//! contract by `common::serve`.
+//! contract by `missive_app::function::run`.
 
 fn main() -> std::process::ExitCode {
-    common::serve::run_function(message_search::NAME, message_search::router)
+    missive_app::function::run(&message_search::FUNCTION)
 }

@@ -8,17 +8,28 @@
 //! at once with `leased: false`), so nothing is published twice by relays and order is
 //! kept. Reads/writes `outbox` and `outbox_lease`. Emits whatever the rows hold.
 
+use missive_adapters::outbox::RelayReport;
+use missive_app::http::Event;
+use missive_app::{Function, Trigger};
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
-use common::events::CloudEvent;
-use common::outbox::RelayReport;
-use common::{ApiError, AppState};
+use missive_app::AppState;
+use missive_serve::ApiError;
 
 /// Knative service name.
 pub const NAME: &str = env!("CARGO_PKG_NAME");
+
+/// This function in the registry.
+pub const FUNCTION: Function = Function {
+    name: NAME,
+    trigger: Trigger::Schedule,
+    publishes: true,
+    router,
+    openapi: missive_app::function::no_openapi,
+};
 
 /// Type of the PingSource event that triggers a run.
 pub const PING_TYPE: &str = "dev.knative.sources.ping";
@@ -30,7 +41,7 @@ pub fn router(state: AppState) -> Router {
 
 async fn relay(
     State(state): State<AppState>,
-    event: CloudEvent,
+    Event(event): Event,
 ) -> Result<Json<RelayReport>, ApiError> {
     if event.ty != PING_TYPE {
         return Err(ApiError::InvalidEvent(format!(

@@ -1,6 +1,6 @@
 //! The `outbox-relay` function as its own binary: its router, served per the Knative runtime
-//! contract by `common::serve`.
+//! contract by `missive_app::function::run`.
 
 fn main() -> std::process::ExitCode {
-    common::serve::run_function(outbox_relay::NAME, outbox_relay::router)
+    missive_app::function::run(&outbox_relay::FUNCTION)
 }

@@ -49,16 +49,16 @@ pub struct WebConfig {
 /// The whole binary: serve [`router`] on `$PORT` until SIGTERM.
 pub fn main() -> ExitCode {
     let config = WebConfig::parse();
-    common::serve::run(NAME, &config.log_level.clone(), async move {
+    missive_serve::run(NAME, &config.log_level.clone(), async move {
         if !is_built(&config.frontend_dir) {
             tracing::warn!(dir = %config.frontend_dir.display(), build = BUILD_HINT, "the web app is not built; not ready");
         }
-        Ok(common::serve::Serving {
-            listener: common::serve::bind(config.port).await?,
+        Ok(missive_serve::Serving {
+            listener: missive_serve::bind(config.port).await?,
             app: router(config.frontend_dir),
             shutdown: tokio_util::sync::CancellationToken::new(),
             grace: Duration::from_secs(config.shutdown_grace_secs),
-            db: None,
+            on_stop: None,
         })
     })
 }
@@ -74,7 +74,7 @@ pub fn router(dir: PathBuf) -> Router {
                 if built {
                     "ready".into_response()
                 } else {
-                    common::error::error_response(
+                    missive_serve::error_response(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "not_ready",
                         "unavailable: the web app is not built",
@@ -87,11 +87,11 @@ pub fn router(dir: PathBuf) -> Router {
     let api = Router::new()
         .route("/api", any(api_not_found))
         .route("/api/{*rest}", any(api_not_found));
-    common::serve::observed(probes.merge(api).merge(site(dir)))
+    missive_serve::observed(probes.merge(api).merge(site(dir)))
 }
 
-async fn api_not_found() -> common::ApiError {
-    common::ApiError::NotFound
+async fn api_not_found() -> missive_serve::ApiError {
+    missive_serve::ApiError::NotFound
 }
 
 /// How to build the app, for people who have not yet.

@@ -1,0 +1,151 @@
+//! The per-user activity log (the "real-time log"): the last 100 entries in a list, and a
+//! channel that live streams subscribe to. Written only by the `activity-record` event
+//! function ([`record_event`]); read by `activity-list` and `activity-stream`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use missive_adapters::kv::{Kv, Subscription};
+use missive_core::domain::Username;
+use missive_core::event::{CloudEvent, EventKind};
+use missive_core::time::{now_millis, rfc3339_millis};
+use missive_serve::ApiError;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::AppState;
+
+/// Entries kept per user.
+pub const MAX_ENTRIES: usize = 100;
+
+/// How long an event id is remembered for de-duplication. Knative retries for minutes, so
+/// a day is ample.
+pub const DEDUP_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// The events recorded in the activity log.
+pub const RECORDED: [EventKind; 5] = [
+    EventKind::UserRegistered,
+    EventKind::UserLoggedIn,
+    EventKind::UserLoggedOut,
+    EventKind::MessageCreated,
+    EventKind::MessageDeleted,
+];
+
+/// The activity feed, newest first.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct ActivityList {
+    /// Entries.
+    pub items: Vec<Entry>,
+}
+
+/// One activity entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Entry {
+    /// `user.registered`, `user.logged_in`, `user.logged_out`, `message.created` or
+    /// `message.deleted`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// When it happened, RFC 3339 UTC.
+    pub at: String,
+    /// The event's data, e.g. `{"id": "42"}` for message events.
+    #[schema(value_type = Object)]
+    pub detail: serde_json::Value,
+}
+
+/// What recording an event did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Recorded {
+    /// Appended and published.
+    New,
+    /// Seen before (a redelivery); nothing changed.
+    Duplicate,
+}
+
+/// The activity log.
+#[derive(Clone)]
+pub struct ActivityLog {
+    kv: Arc<dyn Kv>,
+}
+
+impl ActivityLog {
+    /// A log on this store.
+    pub fn new(kv: Arc<dyn Kv>) -> Self {
+        Self { kv }
+    }
+
+    fn list_key(user: &Username) -> String {
+        format!("activity:{user}")
+    }
+
+    /// Appends the entry for `event` once per `source`+`id`, and publishes it live.
+    pub async fn record(
+        &self,
+        user: &Username,
+        event: &CloudEvent,
+        entry: &Entry,
+    ) -> anyhow::Result<Recorded> {
+        let dedup_key = format!("seen:{}:{}", event.source, event.id);
+        if !self.kv.set_nx_ex(&dedup_key, "1", DEDUP_WINDOW).await? {
+            return Ok(Recorded::Duplicate);
+        }
+        let json = serde_json::to_string(entry)?;
+        let key = Self::list_key(user);
+        let appended = async {
+            self.kv.push_front_capped(&key, &json, MAX_ENTRIES).await?;
+            self.kv.publish(&key, &json).await
+        }
+        .await;
+        if let Err(err) = appended {
+            // Forget the id so the sender's retry records it; at-least-once, not at-most.
+            if let Err(undo) = self.kv.del(&dedup_key).await {
+                tracing::warn!(error = format!("{undo:#}"), "could not forget event id");
+            }
+            return Err(err);
+        }
+        Ok(Recorded::New)
+    }
+
+    /// The newest `limit` entries.
+    pub async fn list(&self, user: &Username, limit: usize) -> anyhow::Result<Vec<Entry>> {
+        self.kv
+            .list_front(&Self::list_key(user), limit)
+            .await?
+            .iter()
+            .map(|raw| Ok(serde_json::from_str(raw)?))
+            .collect()
+    }
+
+    /// Entries recorded from now on, as JSON.
+    pub async fn subscribe(&self, user: &Username) -> anyhow::Result<Subscription> {
+        self.kv.subscribe(&Self::list_key(user)).await
+    }
+}
+
+/// Records one delivered event in its subject's activity log, once per `source`+`id`.
+/// Events not in [`RECORDED`] are accepted and ignored (a trigger filter should not have
+/// sent them; the dead-letter topic is for events that failed); an event whose subject is
+/// not a username is 400 `invalid_event` (permanent, dead-lettered).
+pub async fn record_event(state: &AppState, event: &CloudEvent) -> Result<(), ApiError> {
+    let Some(kind) = event.kind().filter(|kind| RECORDED.contains(kind)) else {
+        tracing::debug!(event.r#type = %event.ty, "ignoring event type");
+        return Ok(());
+    };
+    let user = event
+        .subject
+        .as_deref()
+        .and_then(|s| Username::parse(s).ok())
+        .ok_or_else(|| ApiError::InvalidEvent("subject must be a username".into()))?;
+    let entry = Entry {
+        kind: kind.name().to_owned(),
+        at: event
+            .time
+            .clone()
+            .unwrap_or_else(|| rfc3339_millis(now_millis())),
+        detail: event.data.clone(),
+    };
+    match state.activity.record(&user, event, &entry).await? {
+        Recorded::New => tracing::debug!(event.id = %event.id, "recorded"),
+        Recorded::Duplicate => tracing::debug!(event.id = %event.id, "duplicate ignored"),
+    }
+    Ok(())
+}

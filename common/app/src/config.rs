@@ -1,0 +1,128 @@
+//! Configuration, read from environment variables only (Knative injects them), parsed
+//! with clap so a bad value fails at start with a message that names the variable.
+//!
+//! Every variable here is documented in README's configuration table; keep them in step.
+
+use std::time::Duration;
+
+use clap::Args;
+use secrecy::SecretString;
+
+/// Settings every function shares. Functions embed it with `#[command(flatten)]`.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Port to listen on (Knative sets `PORT`).
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    pub port: u16,
+
+    /// `mysql://user:pass@host:3306/db` for MariaDB or `sqlite://path` for SQLite. Kept
+    /// secret because it usually carries a password.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<SecretString>,
+
+    /// Upper bound of the connection pool of this process.
+    #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 10)]
+    pub db_max_connections: u32,
+
+    /// `redis://host:6379`. Unset means an in-process store, which is only correct when
+    /// every function runs in one process (`missive dev`).
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<SecretString>,
+
+    /// Prefix of every Redis key and channel, so several deployments (or tests) can share
+    /// one Redis.
+    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "missive:")]
+    pub redis_key_prefix: String,
+
+    /// Session lifetime in seconds; every authenticated request slides it forward.
+    #[arg(long, env = "SESSION_TTL", default_value_t = 7 * 24 * 3600)]
+    pub session_ttl_secs: u64,
+
+    /// Adds `Secure` to the session cookie. Turn on wherever the app is served over HTTPS.
+    #[arg(long, env = "COOKIE_SECURE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub cookie_secure: bool,
+
+    /// Largest accepted request body in bytes; larger bodies get 413.
+    #[arg(long, env = "BODY_LIMIT_BYTES", default_value_t = 64 * 1024)]
+    pub body_limit_bytes: usize,
+
+    /// Time a request may take before it is answered with 503 `timeout`, in seconds.
+    /// Streaming responses (SSE) are only bounded until their headers are sent.
+    #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+
+    /// After SIGTERM, how long in-flight requests may run before the process exits anyway.
+    /// Knative's default termination grace period is 30 s; stay under it.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 25)]
+    pub shutdown_grace_secs: u64,
+
+    /// Log filter when `RUST_LOG` is unset (`error`, `warn`, `info`, `debug`, `trace`).
+    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// Where events are sent as HTTP CloudEvents (Knative's SinkBinding injects `K_SINK`).
+    /// Used when `KAFKA_BROKERS` is unset. Neither set: the in-process bus.
+    #[arg(long, env = "K_SINK")]
+    pub k_sink: Option<String>,
+
+    /// Kafka bootstrap servers (`host:9092,...`): events are published there.
+    #[arg(long, env = "KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+
+    /// Topic of the domain events functions emit.
+    #[arg(long, env = "KAFKA_EVENTS_TOPIC", default_value = "missive.events")]
+    pub kafka_events_topic: String,
+
+    /// Topic event producers publish `message.submitted` to.
+    #[arg(long, env = "KAFKA_INBOX_TOPIC", default_value = "missive.inbox")]
+    pub kafka_inbox_topic: String,
+
+    /// Topic of events that failed permanently.
+    #[arg(long, env = "KAFKA_DLQ_TOPIC", default_value = "missive.dlq")]
+    pub kafka_dlq_topic: String,
+
+    /// The outbox relay publishes rows at least this old (seconds), leaving newer ones
+    /// to the request that wrote them.
+    #[arg(long, env = "OUTBOX_RELAY_MIN_AGE_SECS", default_value_t = 5)]
+    pub outbox_relay_min_age_secs: u64,
+}
+
+impl Config {
+    /// The request limits of the runtime contract.
+    pub fn limits(&self) -> missive_serve::Limits {
+        missive_serve::Limits {
+            body_limit_bytes: self.body_limit_bytes,
+            request_timeout: self.request_timeout(),
+        }
+    }
+
+    /// Session lifetime.
+    pub fn session_ttl(&self) -> Duration {
+        Duration::from_secs(self.session_ttl_secs)
+    }
+
+    /// Per-request time limit.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+
+    /// Bound on draining in-flight requests after SIGTERM.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+}
+
+impl Default for Config {
+    /// The defaults above, with no database or Redis: what tests start from.
+    fn default() -> Self {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            config: Config,
+        }
+        // Parse from an empty argument list and no environment lookups beyond the
+        // process's own; tests override fields afterwards.
+        Wrapper::parse_from(["missive"]).config
+    }
+}

@@ -1,0 +1,183 @@
+//! [`ApiError`]: the one error type handlers return, and the JSON error shape
+//! `{"error": {"code": "<snake_case>", "message": "<text for humans>"}}`.
+
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// Everything a request can fail with. Each variant documents its status; the mapping is
+/// the single `match` in [`ApiError::status`].
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the body is not valid JSON or a field has the wrong type.
+    #[error("{0}")]
+    InvalidJson(String),
+    /// 400: a request that claims to be a CloudEvent is not a valid one.
+    #[error("{0}")]
+    InvalidEvent(String),
+    /// 400: another malformed request; `code` says what.
+    #[error("{message}")]
+    BadRequest {
+        /// Snake-case code.
+        code: &'static str,
+        /// Explanation for humans.
+        message: String,
+    },
+    /// 401: no valid session.
+    #[error("log in first")]
+    Unauthenticated,
+    /// 401: unknown user or wrong password (deliberately indistinguishable).
+    #[error("wrong username or password")]
+    InvalidCredentials,
+    /// 404: nothing here, or it belongs to someone else (we never say which).
+    #[error("not found")]
+    NotFound,
+    /// 409: the username is taken.
+    #[error("this username is taken")]
+    UsernameTaken,
+    /// 413: the body exceeds the configured limit.
+    #[error("request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    /// 415: a mutating request without `Content-Type: application/json`.
+    #[error("send the body as application/json")]
+    UnsupportedMediaType,
+    /// 422: a field parsed but broke a rule; `code` names the field's rule.
+    #[error("{message}")]
+    Validation {
+        /// Snake-case code, e.g. `invalid_username`.
+        code: &'static str,
+        /// What the rule is, for humans.
+        message: String,
+    },
+    /// 429: too many failed logins; `Retry-After` says when to try again.
+    #[error("too many failed attempts; try again later")]
+    TooManyAttempts {
+        /// Time until the next attempt is allowed.
+        retry_after: Duration,
+    },
+    /// 503: the request did not finish within the configured time.
+    #[error("the request took too long")]
+    Timeout,
+    /// 500: a bug or a failed dependency. The cause goes to the log, never to the client.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    /// A 422 with the given code and message.
+    pub fn validation(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Validation {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidJson(_) | Self::InvalidEvent(_) | Self::BadRequest { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::Unauthenticated | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::UsernameTaken => StatusCode::CONFLICT,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Timeout => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Machine-readable code of this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidJson(_) => "invalid_json",
+            Self::InvalidEvent(_) => "invalid_event",
+            Self::BadRequest { code, .. } => code,
+            Self::Unauthenticated => "unauthenticated",
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::NotFound => "not_found",
+            Self::UsernameTaken => "username_taken",
+            Self::PayloadTooLarge(_) => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::Validation { code, .. } => code,
+            Self::TooManyAttempts { .. } => "too_many_attempts",
+            Self::Timeout => "timeout",
+            Self::Internal(_) => "internal",
+        }
+    }
+}
+
+/// The JSON error body, as documented in the OpenAPI spec.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// Inside [`ErrorBody`].
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable snake_case code for programs, e.g. `invalid_text`.
+    pub code: String,
+    /// Explanation for humans.
+    pub message: String,
+}
+
+/// Builds an error response from parts; also used where no [`ApiError`] exists (panics,
+/// readiness).
+pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code: code.to_owned(),
+            message: message.to_owned(),
+        },
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = match &self {
+            // 5xx bodies stay generic; the cause chain is logged here, once.
+            Self::Internal(cause) => {
+                tracing::error!(error = format!("{cause:#}"), "request failed");
+                "internal error".to_owned()
+            }
+            other => {
+                // The client's mistake, not ours: visible when debugging, never noise.
+                tracing::debug!(
+                    status = status.as_u16(),
+                    code = self.code(),
+                    "request refused"
+                );
+                other.to_string()
+            }
+        };
+        let mut response = error_response(status, self.code(), &message);
+        if let Self::TooManyAttempts { retry_after } = self {
+            // Round up so a client that waits exactly this long is not refused again.
+            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        response
+    }
+}
+
+impl From<missive_core::DomainError> for ApiError {
+    /// A broken domain rule is the client's: 422 with the rule's code.
+    fn from(err: missive_core::DomainError) -> Self {
+        Self::Validation {
+            code: err.code,
+            message: err.message,
+        }
+    }
+}
