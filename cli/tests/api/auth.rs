@@ -1,0 +1,318 @@
+//! Signup, login, logout, sessions and login throttling.
+
+use std::time::Duration;
+
+use axum::http::{Method, StatusCode};
+use futures_util::future::join_all;
+use missive_testkit::{Backends, TestRequest};
+use serde_json::json;
+
+use crate::support::App;
+
+api_test!(
+    signup_returns_201_and_a_hardened_session_cookie,
+    |b| async move {
+        let app = App::start(b).await;
+        let res = app
+            .post(
+                "/api/auth/signup",
+                json!({"username": "alice_01", "password": "12345678"}),
+                None,
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::CREATED);
+        assert_eq!(res.json(), json!({"username": "alice_01"}));
+        let set_cookie = res.headers["set-cookie"].to_str().unwrap().to_owned();
+        assert!(set_cookie.starts_with("missive_session="));
+        for attribute in ["HttpOnly", "SameSite=Lax", "Path=/", "Max-Age=604800"] {
+            assert!(
+                set_cookie.contains(attribute),
+                "{set_cookie} lacks {attribute}"
+            );
+        }
+        assert!(
+            !set_cookie.contains("Secure"),
+            "no Secure unless COOKIE_SECURE"
+        );
+        // 256 random bits, base64url.
+        let id = res.session_cookie().unwrap();
+        assert_eq!(id.len(), "missive_session=".len() + 43);
+        let me = app.get("/api/auth/me", Some(&id)).await;
+        assert_eq!(me.json(), json!({"username": "alice_01"}));
+        app.stop().await;
+    }
+);
+
+api_test!(cookie_is_secure_when_configured, |b| async move {
+    let app = App::start_with(b, |c| c.cookie_secure = true).await;
+    let res = app
+        .post(
+            "/api/auth/signup",
+            json!({"username": "alice", "password": "12345678"}),
+            None,
+        )
+        .await;
+    assert!(
+        res.headers["set-cookie"]
+            .to_str()
+            .unwrap()
+            .ends_with("; Secure")
+    );
+    app.stop().await;
+});
+
+api_test!(signup_validates_username_and_password, |b| async move {
+    let app = App::start(b).await;
+    let cases = [
+        ("ab", "password1", "invalid_username"),
+        (&"a".repeat(33), "password1", "invalid_username"),
+        ("Alice", "password1", "invalid_username"),
+        ("al ice", "password1", "invalid_username"),
+        ("alice-x", "password1", "invalid_username"),
+        ("alice", "1234567", "invalid_password"),
+        ("alice", &"p".repeat(129), "invalid_password"),
+    ];
+    for (username, password, code) in cases {
+        let res = app
+            .post(
+                "/api/auth/signup",
+                json!({"username": username, "password": password}),
+                None,
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY, "{username}");
+        assert_eq!(res.error_code(), code, "{username}/{password}");
+    }
+    // The limits themselves are allowed; length is in characters, not bytes.
+    for (username, password) in [
+        ("abc", "한국어비밀번호다"),
+        (&"a".repeat(32) as &str, &"p".repeat(128) as &str),
+    ] {
+        let res = app
+            .post(
+                "/api/auth/signup",
+                json!({"username": username, "password": password}),
+                None,
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::CREATED, "{username}");
+    }
+    app.stop().await;
+});
+
+api_test!(taken_username_returns_409, |b| async move {
+    let app = App::start(b).await;
+    app.signup("alice").await;
+    let res = app
+        .post(
+            "/api/auth/signup",
+            json!({"username": "alice", "password": "another one"}),
+            None,
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::CONFLICT);
+    assert_eq!(res.error_code(), "username_taken");
+    app.stop().await;
+});
+
+api_test!(
+    racing_signups_for_one_name_create_one_account,
+    |b| async move {
+        let app = App::start(b).await;
+        let attempts = (0..8).map(|i| {
+            app.post(
+                "/api/auth/signup",
+                json!({"username": "racer", "password": format!("password{i}")}),
+                None,
+            )
+        });
+        let results = join_all(attempts).await;
+        let created = results
+            .iter()
+            .filter(|r| r.status == StatusCode::CREATED)
+            .count();
+        let taken = results
+            .iter()
+            .filter(|r| r.status == StatusCode::CONFLICT)
+            .count();
+        assert_eq!((created, taken), (1, 7));
+        app.stop().await;
+    }
+);
+
+api_test!(
+    login_returns_a_fresh_session_and_revokes_the_old_one,
+    |b| async move {
+        let app = App::start(b).await;
+        let first = app.signup("alice").await;
+        let res = app
+            .send(
+                TestRequest::new(Method::POST, "/api/auth/login")
+                    .json(&json!({"username": "alice", "password": "correct horse"}))
+                    .cookie(Some(&first)),
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::OK);
+        assert_eq!(res.json(), json!({"username": "alice"}));
+        let second = res.session_cookie().unwrap();
+        assert_ne!(first, second);
+        assert_eq!(
+            app.get("/api/auth/me", Some(&second)).await.status,
+            StatusCode::OK
+        );
+        assert_eq!(
+            app.get("/api/auth/me", Some(&first)).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+        // A third login gives yet another id.
+        let third = app.login("alice", "correct horse").await.session_cookie();
+        assert_ne!(third.as_deref(), Some(second.as_str()));
+        app.stop().await;
+    }
+);
+
+api_test!(
+    unknown_user_and_wrong_password_look_the_same,
+    |b| async move {
+        let app = App::start(b).await;
+        app.signup("alice").await;
+        let wrong = app.login("alice", "wrong password").await;
+        let unknown = app.login("nobody", "wrong password").await;
+        let malformed = app.login("NO", "x").await;
+        for res in [&wrong, &unknown, &malformed] {
+            assert_eq!(res.status, StatusCode::UNAUTHORIZED);
+            assert_eq!(res.json(), wrong.json());
+            assert!(res.session_cookie().is_none());
+        }
+        assert_eq!(wrong.error_code(), "invalid_credentials");
+        app.stop().await;
+    }
+);
+
+api_test!(
+    five_failed_logins_lock_the_username_for_the_window,
+    |b| async move {
+        let app = App::start(b).await;
+        app.signup("alice").await;
+        app.signup("bob").await;
+        for _ in 0..5 {
+            let res = app.login("alice", "wrong password").await;
+            assert_eq!(res.status, StatusCode::UNAUTHORIZED);
+        }
+        // Even the right password is refused now, with a Retry-After inside the window.
+        let res = app.login("alice", "correct horse").await;
+        assert_eq!(res.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(res.error_code(), "too_many_attempts");
+        let retry: u64 = res.headers["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=900).contains(&retry), "Retry-After {retry}");
+        // Other usernames are unaffected.
+        assert_eq!(
+            app.login("bob", "correct horse").await.status,
+            StatusCode::OK
+        );
+        app.stop().await;
+    }
+);
+
+api_test!(parallel_guesses_cannot_exceed_the_limit, |b| async move {
+    let app = App::start(b).await;
+    app.signup("alice").await;
+    let results = join_all((0..12).map(|_| app.login("alice", "wrong password"))).await;
+    let judged = results
+        .iter()
+        .filter(|r| r.status == StatusCode::UNAUTHORIZED)
+        .count();
+    assert_eq!(judged, 5, "only five guesses may be checked");
+    app.stop().await;
+});
+
+api_test!(
+    a_successful_login_resets_the_failure_count,
+    |b| async move {
+        let app = App::start(b).await;
+        app.signup("alice").await;
+        for _ in 0..4 {
+            app.login("alice", "wrong password").await;
+        }
+        assert_eq!(
+            app.login("alice", "correct horse").await.status,
+            StatusCode::OK
+        );
+        for _ in 0..4 {
+            assert_eq!(
+                app.login("alice", "wrong password").await.status,
+                StatusCode::UNAUTHORIZED
+            );
+        }
+        app.stop().await;
+    }
+);
+
+api_test!(logout_revokes_the_session_server_side, |b| async move {
+    let app = App::start(b).await;
+    let cookie = app.signup("alice").await;
+    let res = app
+        .send(
+            TestRequest::new(Method::POST, "/api/auth/logout")
+                .header("content-type", "application/json")
+                .cookie(Some(&cookie)),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::NO_CONTENT);
+    let cleared = res.headers["set-cookie"].to_str().unwrap();
+    assert!(cleared.starts_with("missive_session=;") && cleared.contains("Max-Age=0"));
+    // The old cookie, replayed, is dead.
+    let me = app.get("/api/auth/me", Some(&cookie)).await;
+    assert_eq!(me.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(me.error_code(), "unauthenticated");
+    // Idempotent: again, and without any session.
+    for cookie in [Some(cookie.as_str()), None] {
+        let res = app
+            .send(
+                TestRequest::new(Method::POST, "/api/auth/logout")
+                    .header("content-type", "application/json")
+                    .cookie(cookie),
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::NO_CONTENT);
+    }
+    app.stop().await;
+});
+
+api_test!(me_requires_a_valid_session, |b| async move {
+    let app = App::start(b).await;
+    for cookie in [
+        None,
+        Some("missive_session=garbage"),
+        Some("missive_session=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+    ] {
+        let res = app.get("/api/auth/me", cookie).await;
+        assert_eq!(res.status, StatusCode::UNAUTHORIZED, "{cookie:?}");
+        assert_eq!(res.error_code(), "unauthenticated");
+    }
+    app.stop().await;
+});
+
+api_test!(sessions_expire_and_slide, |b| async move {
+    let app = App::start_with(b, |c| c.session_ttl_secs = 2).await;
+    let cookie = app.signup("alice").await;
+    // Used every 1.2 s, the session outlives its 2 s TTL.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert_eq!(
+            app.get("/api/auth/me", Some(&cookie)).await.status,
+            StatusCode::OK
+        );
+    }
+    // Left alone longer than the TTL, it is gone.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        app.get("/api/auth/me", Some(&cookie)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    app.stop().await;
+});

@@ -1,0 +1,188 @@
+//! Probes, failures in our error shape, time limits, the OpenAPI document.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{Method, StatusCode};
+use http_body_util::BodyExt;
+use missive_app::AppState;
+use missive_testkit::{Backends, TestBackends, TestRequest};
+use serde_json::json;
+use tower::ServiceExt;
+
+use crate::support::App;
+
+api_test!(health_and_readiness_report_the_backends, |b| async move {
+    let app = App::start(b).await;
+    assert_eq!(app.get("/healthz", None).await.status, StatusCode::OK);
+    assert_eq!(app.get("/readyz", None).await.status, StatusCode::OK);
+    app.stop().await;
+});
+
+#[tokio::test]
+async fn readiness_names_the_dependency_that_is_down() {
+    let backends = TestBackends::new(Backends::Real).await;
+    for (db, redis, down) in [
+        ("mysql://root@127.0.0.1:1/missive", None, "database"),
+        (
+            "mysql://root@127.0.0.1:1/missive",
+            Some("redis://127.0.0.1:1"),
+            "database, redis",
+        ),
+    ] {
+        let mut config = backends.config.clone();
+        config.database_url = Some(db.to_owned().into());
+        config.redis_url = redis.map(|r| r.to_owned().into());
+        let state = AppState::build(config).unwrap();
+        let res = TestRequest::new(Method::GET, "/readyz")
+            .send(&missive::app(state))
+            .await;
+        assert_eq!(res.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(res.error_code(), "not_ready");
+        assert_eq!(
+            res.json()["error"]["message"],
+            format!("unavailable: {down}")
+        );
+    }
+    let mut config = backends.config.clone();
+    config.redis_url = Some("redis://127.0.0.1:1".to_owned().into());
+    let res = TestRequest::new(Method::GET, "/readyz")
+        .send(&missive::app(AppState::build(config).unwrap()))
+        .await;
+    assert_eq!(res.json()["error"]["message"], "unavailable: redis");
+    backends.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_dead_database_is_a_500_in_our_shape_not_a_hang() {
+    let backends = TestBackends::new(Backends::Real).await;
+    let mut config = backends.config.clone();
+    config.database_url = Some("mysql://root@127.0.0.1:1/missive".to_owned().into());
+    let state = AppState::build(config).unwrap();
+    let res = TestRequest::new(Method::POST, "/api/auth/signup")
+        .json(&json!({"username": "alice", "password": "12345678"}))
+        .send(&missive::app(state))
+        .await;
+    assert_eq!(res.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        res.json(),
+        json!({"error": {"code": "internal", "message": "internal error"}})
+    );
+    backends.cleanup().await;
+}
+
+#[tokio::test]
+async fn panics_become_500_in_our_shape() {
+    let backends = TestBackends::new(Backends::Embedded).await;
+    let state = backends.state();
+    let routes = Router::new().route(
+        "/boom",
+        axum::routing::get(|| async {
+            if true {
+                panic!("deliberate");
+            }
+        }),
+    );
+    let res = TestRequest::new(Method::GET, "/boom")
+        .send(&state.serve(routes))
+        .await;
+    assert_eq!(res.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(res.error_code(), "internal");
+    backends.cleanup().await;
+}
+
+#[tokio::test]
+async fn slow_requests_time_out_in_our_shape() {
+    let mut backends = TestBackends::new(Backends::Embedded).await;
+    backends.config.request_timeout_secs = 1;
+    let state = backends.state();
+    let routes = Router::new().route(
+        "/slow",
+        axum::routing::get(|| async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            "late"
+        }),
+    );
+    let res = TestRequest::new(Method::GET, "/slow")
+        .send(&state.serve(routes))
+        .await;
+    assert_eq!(res.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(res.error_code(), "timeout");
+    backends.cleanup().await;
+}
+
+#[tokio::test]
+async fn openapi_document_describes_every_endpoint() {
+    let backends = TestBackends::new(Backends::Embedded).await;
+    let res = TestRequest::new(Method::GET, "/api/openapi.json")
+        .send(&missive::app(backends.state()))
+        .await;
+    assert_eq!(res.status, StatusCode::OK);
+    let doc = res.json();
+    assert_eq!(doc["openapi"], "3.1.0");
+    // It parses back as an OpenAPI document.
+    let parsed: utoipa::openapi::OpenApi = serde_json::from_value(doc.clone()).unwrap();
+    let expected = [
+        ("/api/auth/signup", "post"),
+        ("/api/auth/login", "post"),
+        ("/api/auth/logout", "post"),
+        ("/api/auth/me", "get"),
+        ("/api/messages", "post"),
+        ("/api/messages", "get"),
+        ("/api/messages/{id}", "get"),
+        ("/api/messages/{id}", "delete"),
+        ("/api/messages/search", "get"),
+        ("/api/activity", "get"),
+        ("/api/activity/stream", "get"),
+    ];
+    for (path, method) in expected {
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{method} {path} missing"
+        );
+    }
+    assert_eq!(parsed.paths.paths.len(), 9);
+    for schema in [
+        "ErrorBody",
+        "Message",
+        "MessagePage",
+        "Credentials",
+        "UserBody",
+    ] {
+        assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
+    }
+    backends.cleanup().await;
+}
+
+#[tokio::test]
+async fn stream_sends_heartbeat_comments() {
+    assert_eq!(activity_stream::HEARTBEAT, Duration::from_secs(15));
+    let backends = TestBackends::new(Backends::Embedded).await;
+    let state = backends.state();
+    let user = missive_app::auth::CurrentUser {
+        id: missive_app::auth::UserId(1),
+        username: missive_core::domain::Username::parse("alice").unwrap(),
+    };
+    let session = state.sessions.create(&user).await.unwrap();
+    // The store lives as long as the state; keep one alive as a server would.
+    let router = activity_stream::router_with_heartbeat(state.clone(), Duration::from_millis(300));
+    let request = axum::http::Request::builder()
+        .uri("/api/activity/stream")
+        .header("cookie", format!("missive_session={}", session.expose()))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let mut body = router.oneshot(request).await.unwrap().into_body();
+    let started = std::time::Instant::now();
+    for _ in 0..2 {
+        let frame = tokio::time::timeout(Duration::from_secs(2), body.frame())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+            .into_data()
+            .unwrap();
+        assert_eq!(&frame[..], b": heartbeat\n\n");
+    }
+    assert!(started.elapsed() >= Duration::from_millis(550));
+    backends.cleanup().await;
+}

@@ -1,0 +1,129 @@
+//! The shape every request must have: content type, body size, JSON, query strings.
+
+use axum::http::{Method, StatusCode};
+use missive_testkit::{Backends, TestRequest};
+
+use crate::support::{App, texts};
+
+api_test!(mutating_requests_must_be_json, |b| async move {
+    let app = App::start(b).await;
+    let cookie = app.signup("alice").await;
+    for content_type in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
+        for path in [
+            "/api/messages",
+            "/api/auth/signup",
+            "/api/auth/login",
+            "/api/auth/logout",
+        ] {
+            let mut req = TestRequest::new(Method::POST, path)
+                .body(r#"{"text":"hi","username":"bob","password":"12345678"}"#)
+                .cookie(Some(&cookie));
+            if let Some(ct) = content_type {
+                req = req.header("content-type", ct);
+            }
+            let res = app.send(req).await;
+            assert_eq!(
+                res.status,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "{path} {content_type:?}"
+            );
+            assert_eq!(res.error_code(), "unsupported_media_type");
+        }
+    }
+    let res = app
+        .send(
+            TestRequest::new(Method::POST, "/api/messages")
+                .header("content-type", "application/json; charset=utf-8")
+                .body(r#"{"text":"hi"}"#)
+                .cookie(Some(&cookie)),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::CREATED);
+    app.stop().await;
+});
+
+api_test!(malformed_json_and_wrong_types_are_400, |b| async move {
+    let app = App::start(b).await;
+    let cookie = app.signup("alice").await;
+    for body in [
+        r#"{"text":"#,
+        "[]",
+        r#"{"text":5}"#,
+        r#"{"other":"x"}"#,
+        "",
+        "\u{0}",
+    ] {
+        let res = app
+            .send(
+                TestRequest::new(Method::POST, "/api/messages")
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .cookie(Some(&cookie)),
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::BAD_REQUEST, "{body:?}");
+        assert_eq!(res.error_code(), "invalid_json");
+    }
+    let res = app
+        .send(
+            TestRequest::new(Method::POST, "/api/auth/signup")
+                .header("content-type", "application/json")
+                .body(r#"{"username":"bob","password":12345678}"#),
+        )
+        .await;
+    assert_eq!(res.error_code(), "invalid_json");
+    // Nothing was written by any of them.
+    let list = app.get("/api/messages", Some(&cookie)).await;
+    assert_eq!(texts(&list.json()).len(), 0);
+    app.stop().await;
+});
+
+api_test!(bodies_over_the_limit_are_413, |b| async move {
+    let app = App::start(b).await;
+    let cookie = app.signup("alice").await;
+    let big = format!(r#"{{"text":"{}"}}"#, "a".repeat(64 * 1024));
+    // Without Content-Length (read until the limit) and with it (refused up front).
+    let declared = big.len().to_string();
+    for length in [None, Some(declared.as_str())] {
+        let mut req = TestRequest::new(Method::POST, "/api/messages")
+            .header("content-type", "application/json")
+            .body(big.clone())
+            .cookie(Some(&cookie));
+        if let Some(len) = length {
+            req = req.header("content-length", len);
+        }
+        let res = app.send(req).await;
+        assert_eq!(res.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(res.error_code(), "payload_too_large");
+        assert!(
+            res.json()["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("65536")
+        );
+    }
+    app.stop().await;
+});
+
+api_test!(
+    unknown_routes_and_methods_answer_in_our_error_shape,
+    |b| async move {
+        let app = App::start(b).await;
+        let res = app.get("/api/nope", None).await;
+        assert_eq!(res.status, StatusCode::NOT_FOUND);
+        assert_eq!(res.error_code(), "not_found");
+        let res = app
+            .send(
+                TestRequest::new(Method::PUT, "/api/auth/me")
+                    .header("content-type", "application/json"),
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(res.error_code(), "method_not_allowed");
+        app.stop().await;
+    }
+);

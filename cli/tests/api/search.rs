@@ -1,0 +1,106 @@
+//! Searching messages.
+
+use axum::http::StatusCode;
+use missive_testkit::Backends;
+
+use crate::support::{App, texts};
+
+api_test!(search_matches_word_prefixes_in_any_script, |b| async move {
+    let app = App::start(b).await;
+    let cookie = app.signup("alice").await;
+    app.create(&cookie, "Hello, World!").await;
+    app.create(&cookie, "메시지를 보냈다").await;
+    app.create(&cookie, "Party time 🎉 tonight").await;
+    app.create(&cookie, "Straße und Übermut").await;
+    app.create(&cookie, "help wanted").await;
+    assert_eq!(app.search(&cookie, "hel wor").await, ["Hello, World!"]);
+    assert_eq!(app.search(&cookie, "HELLO").await, ["Hello, World!"]);
+    assert_eq!(
+        app.search(&cookie, "hel").await,
+        ["help wanted", "Hello, World!"]
+    );
+    assert_eq!(app.search(&cookie, "메시").await, ["메시지를 보냈다"]);
+    assert_eq!(app.search(&cookie, "보냈다").await, ["메시지를 보냈다"]);
+    assert_eq!(app.search(&cookie, "🎉").await, ["Party time 🎉 tonight"]);
+    assert_eq!(
+        app.search(&cookie, "über stra").await,
+        ["Straße und Übermut"]
+    );
+    // Every word must match; a suffix is not a prefix.
+    assert!(app.search(&cookie, "hello nothing").await.is_empty());
+    assert!(app.search(&cookie, "orld").await.is_empty());
+    app.stop().await;
+});
+
+api_test!(
+    search_treats_sql_and_fulltext_syntax_as_text,
+    |b| async move {
+        let app = App::start(b).await;
+        let cookie = app.signup("alice").await;
+        app.create(&cookie, "50% off today").await;
+        app.create(&cookie, "snake_case names").await;
+        app.create(&cookie, "hello world").await;
+        app.create(&cookie, "C++ (and C) rocks").await;
+        // Alone, operator characters are no words: they match nothing rather than everything.
+        for q in ["%", "_", "*", "+", "-", "\"", "(", "%%", "'", "\\", ";--"] {
+            assert!(
+                app.search(&cookie, q).await.is_empty(),
+                "{q} matched something"
+            );
+        }
+        assert_eq!(app.search(&cookie, "50%").await, ["50% off today"]);
+        assert_eq!(
+            app.search(&cookie, "snake_case").await,
+            ["snake_case names"]
+        );
+        // In FULLTEXT boolean mode `-world` would exclude; here it is just the word "world".
+        assert_eq!(app.search(&cookie, "+hello -world").await, ["hello world"]);
+        assert_eq!(app.search(&cookie, "\"hello\"").await, ["hello world"]);
+        assert_eq!(app.search(&cookie, "hel*").await, ["hello world"]);
+        assert_eq!(app.search(&cookie, "(and").await, ["C++ (and C) rocks"]);
+        assert_eq!(app.search(&cookie, "' OR 1=1 --").await.len(), 0);
+        app.stop().await;
+    }
+);
+
+api_test!(search_validates_query_and_limit, |b| async move {
+    let app = App::start(b).await;
+    let cookie = app.signup("alice").await;
+    for i in 0..30 {
+        app.create(&cookie, &format!("note {i}")).await;
+    }
+    let body = app
+        .get("/api/messages/search?q=note", Some(&cookie))
+        .await
+        .json();
+    assert_eq!(texts(&body).len(), 20, "default limit");
+    assert_eq!(texts(&body)[0], "note 29", "newest first");
+    let body = app
+        .get("/api/messages/search?q=note&limit=25", Some(&cookie))
+        .await
+        .json();
+    assert_eq!(texts(&body).len(), 25);
+    let long = "a".repeat(201);
+    for (query, code) in [
+        ("", "invalid_query"),
+        ("q=", "invalid_query"),
+        ("q=%20%20", "invalid_query"),
+        (&format!("q={long}") as &str, "invalid_query"),
+        ("q=note&limit=0", "invalid_limit"),
+        ("q=note&limit=101", "invalid_limit"),
+    ] {
+        let res = app
+            .get(&format!("/api/messages/search?{query}"), Some(&cookie))
+            .await;
+        assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY, "{query}");
+        assert_eq!(res.error_code(), code, "{query}");
+    }
+    let ok = app
+        .get(
+            &format!("/api/messages/search?q={}", "a".repeat(200)),
+            Some(&cookie),
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::OK);
+    app.stop().await;
+});
