@@ -475,19 +475,78 @@ macro_rules! contract_tests {
             }
         )*
 
-        /// Every function crate has its test above, and every test a crate.
+        /// Every registered function has its test above, and every test a function.
         #[test]
         fn every_function_binary_is_checked() {
-            let mut crates: Vec<String> = std::fs::read_dir(repo().join("functions"))
-                .unwrap()
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect();
-            crates.sort();
-            let mut tested = vec![$($name.to_owned()),*];
-            tested.sort();
-            assert_eq!(crates, tested);
+            let mut registered: Vec<&str> = missive::registry::names().collect();
+            registered.sort_unstable();
+            let mut tested = vec![$($name),*];
+            tested.sort_unstable();
+            assert_eq!(registered, tested);
         }
     };
+}
+
+/// A function that publishes nothing gets no event transport, so it starts with its
+/// database and Redis alone; one that publishes refuses to start without a transport,
+/// naming the variables.
+#[tokio::test]
+async fn only_functions_that_publish_need_an_event_transport() {
+    let backends = TestBackends::new(Backends::Real).await;
+    let env: BTreeMap<String, String> = [
+        (
+            "DATABASE_URL",
+            backends
+                .config
+                .database_url
+                .as_ref()
+                .unwrap()
+                .expose_secret(),
+        ),
+        (
+            "REDIS_URL",
+            backends.config.redis_url.as_ref().unwrap().expose_secret(),
+        ),
+        (
+            "REDIS_KEY_PREFIX",
+            backends.config.redis_key_prefix.as_str(),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let (publishers, readers): (Vec<&missive_app::Function>, Vec<_>) = missive::registry::FUNCTIONS
+        .iter()
+        .partition(|f| f.publishes);
+    assert!(readers.iter().any(|f| f.name == "message-list"));
+    for function in readers {
+        let mut f = start(function.name, &env);
+        let (status, body) = http(f.port, &get("/readyz")).await;
+        assert_eq!(
+            status,
+            200,
+            "{} /readyz: {}",
+            function.name,
+            String::from_utf8_lossy(&body)
+        );
+        sigterm(f.child.id());
+        assert!(wait_exit(&mut f.child, Duration::from_secs(5)).success());
+    }
+    for function in publishers {
+        let output = Command::new(binary(function.name))
+            .env_clear()
+            .envs(&env)
+            .env("PORT", free_port().to_string())
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{} started", function.name);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("KAFKA_BROKERS or K_SINK"),
+            "{}: {stderr}",
+            function.name
+        );
+    }
 }
 
 contract_tests! {
