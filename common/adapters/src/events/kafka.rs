@@ -309,3 +309,108 @@ pub async fn ensure_topics(brokers: &str, topics: &[&str], partitions: i32) -> a
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::Timestamp;
+    use rdkafka::message::OwnedMessage;
+
+    fn event() -> CloudEvent {
+        let mut event = CloudEvent {
+            id: "42".into(),
+            source: "/functions/message-create".into(),
+            ty: "io.missive.message.created.v1".into(),
+            subject: Some("alice".into()),
+            time: Some("2026-12-02T10:00:00.123Z".into()),
+            data: serde_json::json!({"id": "7"}),
+            extensions: BTreeMap::new(),
+        };
+        event.extensions.insert(
+            "traceparent".into(),
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+        );
+        event
+    }
+
+    fn record(key: Option<&str>, headers: OwnedHeaders, payload: &[u8]) -> OwnedMessage {
+        OwnedMessage::new(
+            Some(payload.to_vec()),
+            key.map(|k| k.as_bytes().to_vec()),
+            "missive.inbox".into(),
+            Timestamp::NotAvailable,
+            3,
+            17,
+            Some(headers),
+        )
+    }
+
+    #[test]
+    fn binary_records_round_trip_with_the_subject_as_key() {
+        let sent = event();
+        let (key, headers, value) = to_record(&sent).expect("record");
+        assert_eq!(key, "alice");
+        let read = from_record(&record(Some(&key), headers, &value)).expect("event");
+        assert_eq!(read, sent);
+    }
+
+    #[test]
+    fn structured_records_are_read_whole() {
+        let headers =
+            OwnedHeaders::new().insert(header("content-type", "application/cloudevents+json"));
+        let mut body = serde_json::to_value(event()).expect("json");
+        body["specversion"] = "1.0".into();
+        let read = from_record(&record(None, headers, body.to_string().as_bytes())).expect("event");
+        assert_eq!(read, event());
+    }
+
+    #[test]
+    fn plain_records_are_wrapped_as_knative_kafkasource_does() {
+        let read = from_record(&record(
+            Some("alice"),
+            OwnedHeaders::new(),
+            br#"{"username":"alice","text":"hi"}"#,
+        ))
+        .expect("event");
+        assert_eq!(read.id, "partition:3/offset:17");
+        assert_eq!(read.source, "/kafka/missive.inbox");
+        assert_eq!(read.ty, KAFKA_EVENT_TYPE);
+        assert_eq!(read.subject.as_deref(), Some("alice"));
+        assert_eq!(
+            read.data,
+            serde_json::json!({"username": "alice", "text": "hi"})
+        );
+        // Not JSON: the bytes as text.
+        let read = from_record(&record(None, OwnedHeaders::new(), b"plain \xff")).expect("event");
+        assert_eq!(read.data, serde_json::json!("plain \u{fffd}"));
+        assert_eq!(read.subject, None);
+    }
+
+    #[test]
+    fn bad_binary_records_say_why() {
+        let (_, headers, value) = to_record(&event()).expect("record");
+        // Without ce_id: the binding's error names the attribute.
+        let without_id =
+            headers
+                .iter()
+                .filter(|h| h.key != "ce_id")
+                .fold(OwnedHeaders::new(), |hs, h| {
+                    hs.insert(Header {
+                        key: h.key,
+                        value: h.value,
+                    })
+                });
+        let err = from_record(&record(None, without_id, &value)).expect_err("no id");
+        assert_eq!(err, "missing header ce-id");
+        // A header value that is not UTF-8.
+        let bad = headers.clone().insert(Header {
+            key: "ce_subject2",
+            value: Some(&[0xff_u8, 0xfe][..]),
+        });
+        let err = from_record(&record(None, bad, &value)).expect_err("not UTF-8");
+        assert_eq!(err, "header ce_subject2 is not UTF-8");
+        // Data that is not JSON under a JSON content type.
+        let err = from_record(&record(None, headers, b"{oops")).expect_err("bad data");
+        assert!(err.starts_with("event data is not JSON"), "{err}");
+    }
+}
