@@ -35,12 +35,10 @@ use axum::routing::get;
 use futures_util::future::BoxFuture;
 use std::sync::Arc;
 
-use missive_telemetry::SpanExt as _;
 use opentelemetry::{KeyValue, StringValue};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
-use tracing::Instrument as _;
 
 pub use error::{ApiError, ErrorBody, ErrorDetail, error_response};
 pub use extract::{ApiJson, ApiQuery};
@@ -316,63 +314,56 @@ async fn http_span(req: Request, next: Next) -> Response {
         .extensions()
         .get::<MatchedPath>()
         .map(|p| Arc::from(p.as_str()));
-    if !missive_telemetry::spans_enabled() {
-        // No collector: no span, only the trace context (for events and log lines).
-        let headers = req.headers();
-        let parent = ["traceparent", "ce-traceparent"]
-            .iter()
-            .find_map(|name| headers.get(*name).and_then(|v| v.to_str().ok()))
-            .map(str::to_owned);
-        return missive_telemetry::in_light_context(parent.as_deref(), async move {
+    let parent = missive_telemetry::RemoteParent::from_headers(req.headers());
+    // Built only when spans are exported: without a collector a request has no span,
+    // only its trace context (for events and log lines).
+    let span = |(req, method, route): &(Request, Method, Option<Arc<str>>)| {
+        let name = match &route {
+            Some(route) => format!("{method} {route}"),
+            None => method.to_string(),
+        };
+        let client = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string());
+        let user_agent = req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok());
+        tracing::info_span!(
+            "HTTP request",
+            otel.name = name,
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = %method,
+            http.route = route.as_deref(),
+            url.path = req.uri().path(),
+            client.address = client,
+            user_agent.original = user_agent,
+            http.response.status_code = tracing::field::Empty,
+            "error.type" = tracing::field::Empty,
+        )
+    };
+    let input = (req, method, route);
+    missive_telemetry::continue_trace(
+        parent,
+        input,
+        span,
+        |(req, method, route), span| async move {
             let started = Instant::now();
             let response = next.run(req).await;
-            finish(
-                &method,
-                route,
-                response.status().as_u16(),
-                started.elapsed(),
-            );
+            let latency = started.elapsed();
+            let status = response.status().as_u16();
+            span.record("http.response.status_code", status);
+            if status >= 500 {
+                span.record("otel.status_code", "error");
+                span.record("error.type", status.to_string());
+            }
+            span.in_scope(|| finish(&method, route, status, latency));
             response
-        })
-        .await;
-    }
-    let name = match &route {
-        Some(route) => format!("{method} {route}"),
-        None => method.to_string(),
-    };
-    let client = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string());
-    let user_agent = req
-        .headers()
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok());
-    let span = tracing::info_span!(
-        "HTTP request",
-        otel.name = name,
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        http.request.method = %method,
-        http.route = route.as_deref(),
-        url.path = path,
-        client.address = client,
-        user_agent.original = user_agent,
-        http.response.status_code = tracing::field::Empty,
-        "error.type" = tracing::field::Empty,
-    );
-    span.set_parent(missive_telemetry::context_from_headers(req.headers()));
-    let started = Instant::now();
-    let response = next.run(req).instrument(span.clone()).await;
-    let latency = started.elapsed();
-    let status = response.status().as_u16();
-    span.record("http.response.status_code", status);
-    if status >= 500 {
-        span.record("otel.status_code", "error");
-        span.record("error.type", status.to_string());
-    }
-    span.in_scope(|| finish(&method, route, status, latency));
-    response
+        },
+    )
+    .await
 }
 
 /// The duration metric and the access line of a finished request.

@@ -428,8 +428,9 @@ pub fn current_traceparent() -> Option<String> {
 /// Whether spans are built (a traces endpoint is set). Otherwise no OpenTelemetry layer
 /// is installed, spans cost nothing, and the trace context travels in a task-local
 /// `traceparent` instead: enough for events to continue the request's trace and for log
-/// lines to carry its ids.
-pub fn spans_enabled() -> bool {
+/// lines to carry its ids. Private: callers use [`continue_trace`] and
+/// [`handle_event`], which choose.
+fn spans_enabled() -> bool {
     SPANS.get().copied().unwrap_or(false)
 }
 
@@ -438,6 +439,55 @@ static SPANS: OnceLock<bool> = OnceLock::new();
 tokio::task_local! {
     /// The trace context of the work in progress when spans are off.
     static LIGHT_CONTEXT: String;
+}
+
+/// Where an incoming request's trace continues: the caller's context from its headers
+/// (W3C `traceparent`/`tracestate` and `baggage`, or a binary-mode CloudEvent's
+/// `ce-traceparent`), read as cheaply as the process's telemetry allows.
+pub struct RemoteParent(Parent);
+
+enum Parent {
+    /// Spans off: the `traceparent` value, if any.
+    Light(Option<String>),
+    /// Spans on: the extracted context.
+    Context(opentelemetry::Context),
+}
+
+impl RemoteParent {
+    /// The parent named by a request's headers.
+    pub fn from_headers(headers: &http::HeaderMap) -> Self {
+        if spans_enabled() {
+            return Self(Parent::Context(context_from_headers(headers)));
+        }
+        let traceparent = ["traceparent", "ce-traceparent"]
+            .iter()
+            .find_map(|name| headers.get(*name).and_then(|v| v.to_str().ok()))
+            .map(str::to_owned);
+        Self(Parent::Light(traceparent))
+    }
+}
+
+/// Runs `work` on `input` as the next unit of `parent`'s trace. With spans exported, in
+/// the span `span` builds from `input` (a child of `parent`), which `work` also gets to
+/// record on; without, `span` is never called, `work` gets a disabled span, and the unit
+/// has a light trace context of its own.
+pub async fn continue_trace<R, Fut: std::future::Future>(
+    parent: RemoteParent,
+    input: R,
+    span: impl FnOnce(&R) -> tracing::Span,
+    work: impl FnOnce(R, tracing::Span) -> Fut,
+) -> Fut::Output {
+    use tracing::Instrument as _;
+    match parent.0 {
+        Parent::Light(traceparent) => {
+            in_light_context(traceparent.as_deref(), work(input, tracing::Span::none())).await
+        }
+        Parent::Context(cx) => {
+            let span = span(&input);
+            span.set_parent(cx);
+            work(input, span.clone()).instrument(span).await
+        }
+    }
 }
 
 /// Runs `work` as a unit of the trace `parent` names (a `traceparent`, or none for a new
