@@ -2,7 +2,7 @@
 """Static checks of the operator-side observability files (no collector or Grafana can run
 here): the collector's pipelines reference components that exist, in a sane order; the
 Grafana datasources link traces and logs both ways; every dashboard query names a metric
-that the code really emits (read from common/src/telemetry/metrics.rs) and a datasource
+that the code really emits (read from common/telemetry/src/metrics.rs) and a datasource
 that is provisioned. Exits non-zero with every problem listed.
 
 Usage: python3 scripts/check_observability.py
@@ -76,7 +76,7 @@ def datasources():
 
 def emitted_metrics():
     """Prometheus names of our instruments, as remote write spells them."""
-    source = (ROOT / "common/src/telemetry/metrics.rs").read_text()
+    source = (ROOT / "common/telemetry/src/metrics.rs").read_text()
     names = set()
     for kind, name, rest in re.findall(r'\.(f64_histogram|u64_counter|u64_gauge|f64_gauge)\("([^"]+)"\)(.*?)\.build\(\)',
                                        source, re.S):

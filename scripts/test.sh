@@ -40,6 +40,8 @@ python3 scripts/check_observability.py
 )
 # Every binary: the e2e suite runs `missive`, the runtime-contract tests every function.
 cargo build --workspace --bins --quiet
+# The web app's API types must be what the server's OpenAPI document says.
+MISSIVE_BIN="${CARGO_TARGET_DIR:-target}/debug/missive" bash frontend/scripts/api-types.sh --check
 MISSIVE_BIN="${CARGO_TARGET_DIR:-target}/debug/missive" node frontend/tests/e2e/run.mjs
 # The images' statically linked binaries resolve the backends through DNS.
 bash scripts/check_static_dns.sh

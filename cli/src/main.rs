@@ -61,6 +61,9 @@ enum Command {
     Dev,
     /// Create the database named by DATABASE_URL if missing and apply the migrations.
     Migrate,
+    /// Print the OpenAPI document of the HTTP API (what `GET /api/openapi.json` serves);
+    /// the web app's API types are generated from it (frontend/scripts/api-types.sh).
+    Openapi,
     /// Publish `io.missive.message.submitted.v1` events to the inbox topic (KAFKA_BROKERS),
     /// or as HTTP CloudEvents with --http.
     Publish(PublishArgs),
@@ -86,6 +89,22 @@ struct PublishArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Openapi) = cli.command {
+        // No runtime, no telemetry: a build step, not a server.
+        return match serde_json::to_string_pretty(&missive::openapi()) {
+            Ok(json) => {
+                #[allow(clippy::print_stdout)]
+                {
+                    println!("{json}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("missive: {err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let telemetry = missive_telemetry::init("missive", &cli.config.log_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -102,6 +121,8 @@ fn main() -> ExitCode {
             Command::Dev => dev(cli.config, cli.dispatch).await,
             Command::Migrate => migrate(cli.config).await,
             Command::Publish(args) => publish(cli.config, args).await,
+            // Printed above, before the runtime and telemetry start.
+            Command::Openapi => Ok(()),
         }
     });
     // Out of the runtime: flush spans and logs before exiting.

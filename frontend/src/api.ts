@@ -1,22 +1,19 @@
 // The HTTP API (README "HTTP API"): JSON in and out, errors as
 // {"error": {"code", "message"}}. Same origin, so the HttpOnly session cookie rides along.
 
-export interface Message {
-  id: string
-  text: string
-  created_at: string
-}
+import type { components } from './api/schema'
 
-export interface MessagePage {
-  items: Message[]
-  next_cursor: string | null
-}
+// The bodies are the server's own types, generated from its OpenAPI document
+// (scripts/api-types.sh; CI fails when src/api/schema.d.ts is stale).
+type Schemas = components['schemas']
 
-export interface ActivityEntry {
-  type: string
-  at: string
-  detail: Record<string, unknown>
-}
+export type Message = Schemas['Message']
+export type MessagePage = Schemas['MessagePage']
+export type MessageList = Schemas['MessageList']
+export type UserBody = Schemas['UserBody']
+/** The document types `detail` as a bare object; it holds the event's JSON data. */
+export type ActivityEntry = Omit<Schemas['Entry'], 'detail'> & { detail: Record<string, unknown> }
+export type ActivityList = { items: ActivityEntry[] }
 
 /** An API error: the server's code and message, and the HTTP status. */
 export class ApiError extends Error {
@@ -77,11 +74,11 @@ async function request<T>(
 }
 
 export const api = {
-  me: () => request<{ username: string }>('GET', '/api/auth/me'),
+  me: () => request<UserBody>('GET', '/api/auth/me'),
   signup: (username: string, password: string) =>
-    request<{ username: string }>('POST', '/api/auth/signup', { username, password }),
+    request<UserBody>('POST', '/api/auth/signup', { username, password }),
   login: (username: string, password: string) =>
-    request<{ username: string }>('POST', '/api/auth/login', { username, password }),
+    request<UserBody>('POST', '/api/auth/login', { username, password }),
   logout: () => request<void>('POST', '/api/auth/logout', {}),
   messages: (before?: string | null, limit = 20) => {
     const query = new URLSearchParams({ limit: String(limit) })
@@ -93,9 +90,9 @@ export const api = {
     request<Message>('POST', '/api/messages', { text }, { 'idempotency-key': idempotencyKey }),
   remove: (id: string) => request<void>('DELETE', `/api/messages/${encodeURIComponent(id)}`),
   search: (q: string, limit = 50) =>
-    request<{ items: Message[] }>(
+    request<MessageList>(
       'GET',
       `/api/messages/search?${new URLSearchParams({ q, limit: String(limit) })}`,
     ),
-  activity: () => request<{ items: ActivityEntry[] }>('GET', '/api/activity?limit=50'),
+  activity: () => request<ActivityList>('GET', '/api/activity?limit=50'),
 }
