@@ -3,6 +3,13 @@
 //!
 //! Production does not use this: there each function is its own binary and Knative
 //! Service, and events travel through Knative Eventing instead of the in-process bus.
+//!
+//! # Layout
+//! - [`registry`]: the one list of functions.
+//! - this file: [`routes`] and [`app`] (every function on one router), [`openapi`].
+//! - [`dispatcher`]: what KafkaSource does, for `missive dev` on Kafka.
+//! - [`frontend`]: the web app beside the API on one port.
+//! - `main.rs`: the `missive` command (`dev`, `migrate`, `publish`, `openapi`).
 
 pub mod dispatcher;
 pub mod frontend;

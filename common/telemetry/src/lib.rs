@@ -12,12 +12,21 @@
 //!   `parentbased_traceidratio` keeps the caller's decision and samples new roots);
 //! - `OTEL_SDK_DISABLED=true` turns export off whatever else is set.
 //!
-//! With a traces endpoint, spans are `tracing` spans that the span layer ([`spans`]) turns
-//! into OTLP spans. Without one, that layer is not installed (spans cost nothing)
-//! and each request or event runs in a task-local `traceparent` instead
-//! ([`in_light_context`]).
+//! With a traces endpoint, spans are `tracing` spans that the span layer
+//! ([`missive_otlp::SpanLayer`]) turns into OTLP spans. Without one, that layer is not
+//! installed (spans cost nothing) and each request or event runs in a task-local
+//! `traceparent` instead ([`in_light_context`]). Code does not ask which: it continues a
+//! caller's trace with [`continue_trace`] and handles an event with [`handle_event`].
 //! Either way the W3C trace context flows through HTTP calls and events, and every log
 //! line of a request carries its `trace_id` and `span_id`.
+//!
+//! # Layout
+//! - this file: [`init`] and [`Telemetry`], the current context
+//!   ([`current_traceparent`], [`continue_trace`], [`join_trace`]) and propagation
+//!   ([`context_from_headers`], [`inject_headers`]).
+//! - `event`: [`handle_event`] and [`handling_span`], the consumer side of events.
+//! - `json_log`: the JSON log line format on stdout.
+//! - [`metrics`]: the instruments every function reports.
 
 mod event;
 mod json_log;
