@@ -466,25 +466,15 @@ async fn contract(name: &str) {
     backends.cleanup().await;
 }
 
-macro_rules! contract_tests {
-    ($($test:ident => $name:literal),* $(,)?) => {
-        $(
-            #[tokio::test]
-            async fn $test() {
-                contract($name).await;
-            }
-        )*
-
-        /// Every registered function has its test above, and every test a function.
-        #[test]
-        fn every_function_binary_is_checked() {
-            let mut registered: Vec<&str> = missive::registry::names().collect();
-            registered.sort_unstable();
-            let mut tested = vec![$($name),*];
-            tested.sort_unstable();
-            assert_eq!(registered, tested);
-        }
-    };
+/// Every registered function (and the site) keeps the contract, one after the other: the
+/// list comes from the registry, so a new function is checked without a line here.
+#[tokio::test]
+async fn every_registered_function_keeps_the_runtime_contract() {
+    let names: Vec<&str> = missive::registry::names().collect();
+    assert_eq!(names.len(), 15);
+    for name in names {
+        contract(name).await;
+    }
 }
 
 /// A function that publishes nothing gets no event transport, so it starts with its
@@ -547,22 +537,4 @@ async fn only_functions_that_publish_need_an_event_transport() {
             function.name
         );
     }
-}
-
-contract_tests! {
-    activity_list => "activity-list",
-    activity_record => "activity-record",
-    activity_stream => "activity-stream",
-    auth_login => "auth-login",
-    auth_logout => "auth-logout",
-    auth_me => "auth-me",
-    auth_signup => "auth-signup",
-    message_create => "message-create",
-    message_delete => "message-delete",
-    message_get => "message-get",
-    message_ingest => "message-ingest",
-    message_list => "message-list",
-    message_search => "message-search",
-    outbox_relay => "outbox-relay",
-    web => "web",
 }
