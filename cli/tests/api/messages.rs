@@ -198,9 +198,33 @@ api_test!(listing_pages_newest_first_across_pages, |b| async move {
     assert_eq!(pages, 3);
     let expected: Vec<String> = (0..45).rev().map(|i| format!("message {i}")).collect();
     assert_eq!(seen, expected);
-    // Default page size is 20; an exact last page has no cursor.
+    // Default page size is 20, and a full page that is not the last has a cursor.
     let body = app.get("/api/messages", Some(&cookie)).await.json();
     assert_eq!(texts(&body).len(), 20);
+    assert!(body["next_cursor"].is_string());
+    // A page that ends exactly at the last row has no cursor: 45 rows as 45, and as
+    // 20 + 25.
+    let body = app
+        .get("/api/messages?limit=45", Some(&cookie))
+        .await
+        .json();
+    assert_eq!(texts(&body).len(), 45);
+    assert!(body["next_cursor"].is_null(), "{body}");
+    let first = app
+        .get("/api/messages?limit=20", Some(&cookie))
+        .await
+        .json();
+    let cursor = first["next_cursor"].as_str().expect("a second page");
+    let body = app
+        .get(
+            &format!("/api/messages?limit=25&before={cursor}"),
+            Some(&cookie),
+        )
+        .await
+        .json();
+    assert_eq!(texts(&body).len(), 25);
+    assert!(body["next_cursor"].is_null(), "{body}");
+    // A page larger than what is left has no cursor either.
     let body = app
         .get("/api/messages?limit=100", Some(&cookie))
         .await

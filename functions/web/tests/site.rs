@@ -19,6 +19,7 @@ fn built_app(test: &str) -> PathBuf {
     .unwrap();
     std::fs::write(dir.join("assets/app-1a2b.js"), "console.log(1)").unwrap();
     std::fs::write(dir.join("assets/app-1a2b.js.br"), b"brotli bytes").unwrap();
+    std::fs::write(dir.join("assets/app-1a2b.js.gz"), b"gzip bytes").unwrap();
     dir
 }
 
@@ -31,6 +32,13 @@ async fn get(app: &axum::Router, path: &str, encoding: Option<&str>) -> axum::re
         .oneshot(req.body(Body::empty()).unwrap())
         .await
         .unwrap()
+}
+
+async fn body_of(res: axum::response::Response) -> Vec<u8> {
+    axum::body::to_bytes(res.into_body(), 1 << 20)
+        .await
+        .unwrap()
+        .to_vec()
 }
 
 fn header_of(res: &axum::response::Response, name: header::HeaderName) -> &str {
@@ -62,8 +70,14 @@ async fn serves_the_app_with_spa_fallback_caching_and_precompressed_assets() {
         header_of(&asset, header::CACHE_CONTROL),
         "public, max-age=31536000, immutable"
     );
+    // The body is the precompressed file itself, not the original.
+    assert_eq!(body_of(asset).await, b"brotli bytes");
+    let gzip = get(&app, "/assets/app-1a2b.js", Some("gzip")).await;
+    assert_eq!(header_of(&gzip, header::CONTENT_ENCODING), "gzip");
+    assert_eq!(body_of(gzip).await, b"gzip bytes");
     let plain = get(&app, "/assets/app-1a2b.js", None).await;
     assert_eq!(header_of(&plain, header::CONTENT_ENCODING), "");
+    assert_eq!(body_of(plain).await, b"console.log(1)");
 
     std::fs::remove_dir_all(dir).unwrap();
 }
