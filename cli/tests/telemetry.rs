@@ -447,10 +447,11 @@ fn logs_are_json_lines_and_never_show_secrets() {
 
 #[test]
 fn without_an_endpoint_nothing_is_exported() {
-    let receiver = OtlpReceiver::start();
+    // The receiver listens where an exporter that fell back to the OTLP default
+    // (`http://localhost:4318`) would send, but nobody is told about it.
+    let receiver = OtlpReceiver::start_on(4318);
     let setup = Setup::new("otel_off");
     let mut cmd = setup.command();
-    // The receiver listens, but nobody is told about it.
     cmd.env("OTEL_BSP_SCHEDULE_DELAY", "100");
     let dev = Dev::start(cmd);
     let cookie = dev.signup("carol");

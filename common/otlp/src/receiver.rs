@@ -102,6 +102,11 @@ pub struct OtlpReceiver {
 impl OtlpReceiver {
     /// Starts listening on a free port, on a thread of its own (usable from sync tests).
     pub fn start() -> Self {
+        Self::start_on(0)
+    }
+
+    /// Starts listening on `port` of 127.0.0.1 (0: a free one). Panics if it is taken.
+    pub fn start_on(port: u16) -> Self {
         let received = Arc::new(Mutex::new(Received::default()));
         let state = received.clone();
         let (tx, rx) = std::sync::mpsc::channel();
@@ -111,9 +116,9 @@ impl OtlpReceiver {
                 .build()
                 .expect("test runtime");
             runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
                     .await
-                    .expect("binding the OTLP receiver");
+                    .unwrap_or_else(|e| panic!("binding the OTLP receiver on {port}: {e}"));
                 let _ = tx.send(listener.local_addr().expect("local addr"));
                 let app = Router::new()
                     .route("/v1/traces", post(traces))
