@@ -225,6 +225,12 @@ api_test!(
             .map(|r| r["published"].as_u64().unwrap())
             .sum();
         assert_eq!(published, 3, "{} {}", a.json(), b2.json());
+        // The lease admits one relay at a time: the rows are not split between them.
+        for report in [a.json(), b2.json()] {
+            let n = report["published"].as_u64().unwrap();
+            assert!(n == 0 || n == 3, "{report}");
+            assert!(n == 0 || report["leased"] == true, "{report}");
+        }
         assert_eq!(app.state.db.unsent_count().await.unwrap(), 0);
         let items = app.get("/api/activity", Some(&cookie)).await.json()["items"].clone();
         let ids: Vec<&str> = items

@@ -33,5 +33,6 @@ mod auth;
 mod events;
 mod health;
 mod messages;
+mod outbox;
 mod request_shape;
 mod search;
