@@ -47,6 +47,29 @@ fn consume(topic: &str, count: usize, timeout_secs: u64) -> Vec<Value> {
     .collect()
 }
 
+/// Waits until `missive dev`'s consumer for `function` has committed every record of
+/// `topic`: each was handled for good (stored, ignored or dead-lettered), so a duplicate
+/// would have shown by now. The positive signal a fixed sleep only hoped for.
+fn wait_consumed(topic: &str, function: &str) {
+    wait_consumed_on(&dev::kafka_brokers(), topic, function);
+}
+
+/// [`wait_consumed`] on the broker at `brokers`.
+fn wait_consumed_on(brokers: &str, topic: &str, function: &str) {
+    let group = format!("{topic}-{function}");
+    eventually(
+        Duration::from_secs(30),
+        &format!("{group} commits all of {topic}"),
+        || {
+            kafka_client(&["lag", brokers, &group, topic], None)
+                .trim()
+                .parse::<i64>()
+                .unwrap()
+                == 0
+        },
+    );
+}
+
 /// A binary-mode `message.submitted` record, as an event producer writes it.
 fn submitted(id: &str, username: &str, text: &str) -> Value {
     json!({
@@ -148,8 +171,8 @@ fn inbox_events_from_an_outside_client_are_stored_once_and_failures_dead_lettere
     eventually(Duration::from_secs(20), "three stored messages", || {
         dev.texts(&cookie).len() >= 3
     });
-    // Give a duplicate the chance to show up, then check there is none.
-    std::thread::sleep(Duration::from_millis(500));
+    // Every record handled, the duplicate included: now there must be none.
+    wait_consumed(&setup.topic("inbox"), "message-ingest");
     let mut texts = dev.texts(&cookie);
     texts.sort();
     assert_eq!(texts, ["from python 🐍", "plain record", "structured mode"]);
@@ -183,7 +206,9 @@ fn a_consumer_killed_mid_stream_resumes_without_loss_or_duplicates() {
     let setup = Setup::new("resume");
     let dev = Dev::start(setup.command());
     let cookie = dev.signup("bulk");
-    let total = 300;
+    // Enough that the consumer is still busy when it is killed (about 2,000 a second
+    // here).
+    let total = 3000;
     let records: Vec<Value> = (0..total)
         .map(|i| submitted(&format!("bulk-{i}"), "bulk", &format!("m{i}")))
         .collect();
@@ -193,17 +218,22 @@ fn a_consumer_killed_mid_stream_resumes_without_loss_or_duplicates() {
         res.json()["items"].as_array().unwrap().len() >= 20
     });
     dev.kill();
-    let dev = Dev::start(setup.command());
     let count = || {
         dev::mariadb(&format!("SELECT COUNT(*) FROM `{}`.messages", setup.name))
             .trim()
             .parse::<usize>()
             .unwrap()
     };
+    let at_kill = count();
+    assert!(
+        0 < at_kill && at_kill < total,
+        "killed mid-stream: {at_kill} of {total} stored"
+    );
+    let dev = Dev::start(setup.command());
     eventually(Duration::from_secs(60), "every message stored", || {
         count() >= total
     });
-    std::thread::sleep(Duration::from_millis(500));
+    wait_consumed(&setup.topic("inbox"), "message-ingest");
     assert_eq!(count(), total, "no duplicates");
     let distinct = dev::mariadb(&format!(
         "SELECT COUNT(DISTINCT text) FROM `{}`.messages",
@@ -335,7 +365,8 @@ fn events_posted_while_the_broker_is_unreachable_arrive_once_it_is_back() {
         ping(&dev);
         created(&dev) >= 5
     });
-    std::thread::sleep(Duration::from_secs(1));
+    // Every event handled, the relay's republished ones included: no second entry.
+    wait_consumed_on(&brokers, &setup.topic("events"), "activity-record");
     assert_eq!(created(&dev), 5, "each post recorded exactly once");
     let unsent = dev::mariadb(&format!(
         "SELECT COUNT(*) FROM `{}`.outbox WHERE sent_at IS NULL",

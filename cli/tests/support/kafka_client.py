@@ -12,7 +12,7 @@ import sys
 import time
 import uuid
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 
@@ -78,6 +78,21 @@ def consume(brokers, topic, count, timeout):
     consumer.close()
 
 
+def lag(brokers, group, topic):
+    """Records of `topic` the consumer `group` has not committed yet (all partitions)."""
+    consumer = Consumer({"bootstrap.servers": brokers, "group.id": group,
+                         "enable.auto.commit": False})
+    metadata = consumer.list_topics(topic, timeout=10)
+    partitions = [TopicPartition(topic, p) for p in metadata.topics[topic].partitions]
+    committed = consumer.committed(partitions, timeout=10)
+    behind = 0
+    for tp in committed:
+        _low, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)
+        behind += high - max(tp.offset, 0)
+    consumer.close()
+    print(behind)
+
+
 def create_topics(brokers, partitions, topics):
     admin = AdminClient({"bootstrap.servers": brokers})
     futures = admin.create_topics([NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics])
@@ -97,5 +112,7 @@ if __name__ == "__main__":
         consume(sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5]))
     elif cmd == "create-topics":
         create_topics(sys.argv[2], int(sys.argv[3]), sys.argv[4:])
+    elif cmd == "lag":
+        lag(sys.argv[2], sys.argv[3], sys.argv[4])
     else:
         sys.exit(__doc__)
