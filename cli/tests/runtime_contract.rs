@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use missive_testkit::process::{
-    accepted_connection, answers_h2c, sigterm, wait_exit, wait_until_read,
+    accepted_connection, answers_h2c, sigterm, wait_exit, wait_listener_closed, wait_until_read,
 };
 use missive_testkit::{Backends, TestBackends};
 use secrecy::ExposeSecret;
@@ -425,7 +425,8 @@ async fn contract(name: &str) {
     };
     wait_until_read(f.child.id(), &stream);
     sigterm(f.child.id());
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Draining has begun once the listener is closed.
+    wait_listener_closed(f.port).await;
     if let Some(rest) = rest {
         stream.write_all(rest).await.unwrap();
     }

@@ -116,3 +116,17 @@ pub fn wait_until_read(pid: u32, stream: &TcpStream) {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// Waits until nothing accepts connections on `port` of 127.0.0.1 any more: a server that
+/// got SIGTERM has closed its listener and is draining. Panics after 10 s. The positive
+/// signal that the signal was handled, instead of a sleep that hopes it was.
+pub async fn wait_listener_closed(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "port {port} still accepts connections 10 s after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use missive_testkit::process::{
-    accepted_connection, answers_h2c, sigterm, wait_exit, wait_until_read,
+    accepted_connection, answers_h2c, sigterm, wait_exit, wait_listener_closed, wait_until_read,
 };
 use missive_testkit::{Backends, TestBackends};
 use secrecy::ExposeSecret;
@@ -123,13 +123,8 @@ async fn sigterm_lets_the_in_flight_request_finish_then_exits_0() {
     .unwrap();
     wait_until_read(f.child.id(), &slow);
     sigterm(f.child.id());
-    tokio::time::sleep(Duration::from_millis(500)).await;
-
     // Draining: no new connections are accepted...
-    assert!(
-        TcpStream::connect(("127.0.0.1", f.port)).await.is_err(),
-        "listener closed after SIGTERM"
-    );
+    wait_listener_closed(f.port).await;
     assert!(f.child.try_wait().unwrap().is_none(), "still draining");
     // ...but the in-flight request completes.
     slow.write_all(rest.as_bytes()).await.unwrap();
@@ -157,7 +152,7 @@ async fn the_grace_period_bounds_draining() {
         )
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_until_read(f.child.id(), &stuck);
     let signalled = Instant::now();
     sigterm(f.child.id());
     let exit = wait_exit(&mut f.child, Duration::from_secs(5));
