@@ -31,7 +31,7 @@ pids=("$dns")
 db="missive_dns_$$"
 cleanup() {
   kill "${pids[@]}" 2>/dev/null || true
-  mariadb -h 127.0.0.1 -u root -e "DROP DATABASE IF EXISTS \`$db\`" 2>/dev/null || true
+  bash scripts/mariadb.sh -e "DROP DATABASE IF EXISTS \`$db\`" 2>/dev/null || true
   [ -n "${topic:-}" ] && kafka_admin delete 2>/dev/null || true
   rm -rf "$work"
 }

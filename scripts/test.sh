@@ -13,11 +13,13 @@ export MISSIVE_TEST_DATABASE_URL="${MISSIVE_TEST_DATABASE_URL:-mysql://root@127.
 export MISSIVE_TEST_REDIS_URL="${MISSIVE_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
 export MISSIVE_TEST_KAFKA_BROKERS="${MISSIVE_TEST_KAFKA_BROKERS:-127.0.0.1:9092}"
 
-# Databases left behind by tests that panicked before cleaning up.
+# Databases that tests left behind (a test process killed before its clean-up ran):
+# only those whose tables are over an hour old, so a concurrent run keeps its own.
 if command -v mariadb >/dev/null 2>&1; then
-  mariadb -h 127.0.0.1 -u root -N -e \
-    "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'missive\_test\_%'" 2>/dev/null \
-    | while read -r db; do mariadb -h 127.0.0.1 -u root -e "DROP DATABASE \`$db\`"; done || true
+  bash scripts/mariadb.sh -N -e \
+    "SELECT table_schema FROM information_schema.tables WHERE table_schema LIKE 'missive\_test\_%'
+     GROUP BY table_schema HAVING MAX(create_time) < NOW() - INTERVAL 1 HOUR" 2>/dev/null \
+    | while read -r db; do bash scripts/mariadb.sh -e "DROP DATABASE \`$db\`"; done || true
 fi
 
 cargo fmt --all --check

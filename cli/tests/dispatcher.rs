@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used)]
 
 #[path = "support/dev.rs"]
-#[allow(dead_code)]
 mod dev;
 
 use std::collections::HashMap;

@@ -295,6 +295,35 @@ impl Proxy {
     }
 }
 
+/// A tansu broker of one test's own (scripts/kafka.sh on another port), stopped when
+/// dropped: also when the test fails half-way.
+struct PrivateBroker {
+    port: u32,
+}
+
+impl PrivateBroker {
+    fn start(port: u32, advertised_port: u32) -> Self {
+        let status = Command::new("bash")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/kafka.sh"))
+            .env("KAFKA_PORT", port.to_string())
+            .env("KAFKA_ADVERTISED_PORT", advertised_port.to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "the private broker starts");
+        Self { port }
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/kafka.sh"))
+            .arg("stop")
+            .env("KAFKA_PORT", self.port.to_string())
+            .status();
+    }
+}
+
 #[test]
 fn events_posted_while_the_broker_is_unreachable_arrive_once_it_is_back() {
     // A broker of this test's own behind a proxy we can cut, so no other test is
@@ -302,13 +331,7 @@ fn events_posted_while_the_broker_is_unreachable_arrive_once_it_is_back() {
     // could otherwise end up connected to itself.
     let broker_port = 20000 + (std::process::id() % 5000) * 2;
     let proxy_port = broker_port + 1;
-    let status = Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/kafka.sh"))
-        .env("KAFKA_PORT", broker_port.to_string())
-        .env("KAFKA_ADVERTISED_PORT", proxy_port.to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let _broker = PrivateBroker::start(broker_port, proxy_port);
     let proxy = Proxy::start(proxy_port as u16, broker_port as u16);
     let brokers = format!("127.0.0.1:{proxy_port}");
     let setup = Setup::new("outage");
@@ -374,11 +397,6 @@ fn events_posted_while_the_broker_is_unreachable_arrive_once_it_is_back() {
     ));
     assert_eq!(unsent.trim(), "0");
     dev.stop();
-    let _ = Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/kafka.sh"))
-        .arg("stop")
-        .env("KAFKA_PORT", broker_port.to_string())
-        .status();
 }
 
 #[test]

@@ -75,52 +75,48 @@ api_test!(activity_keeps_the_last_100_entries, |b| async move {
     app.stop().await;
 });
 
-api_test!(
-    stream_delivers_new_activity_as_it_happens,
-    |b| async move {
-        let app = App::start(b).await;
-        let cookie = app.signup("alice").await;
-        let request = axum::http::Request::builder()
-            .uri("/api/activity/stream")
-            .header("cookie", &cookie)
-            .body(axum::body::Body::empty())
-            .unwrap();
-        let response = app.router.clone().oneshot(request).await.unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        assert_eq!(response.headers()["content-type"], "text/event-stream");
-        let mut body = response.into_body();
-        // Subscribed before the post: the entry must arrive (how fast is a benchmark's
-        // question; the bound here only keeps a lost entry from hanging the test).
-        app.create(&cookie, "live!").await;
-        let mut seen = String::new();
-        while !seen.contains("\n\n") {
-            let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
-                .await
-                .expect("the entry arrives")
-                .expect("stream open")
-                .expect("frame");
-            if let Ok(data) = frame.into_data() {
-                seen.push_str(std::str::from_utf8(&data).unwrap());
-            }
+api_test!(stream_delivers_new_activity_as_it_happens, |b| async move {
+    let app = App::start(b).await;
+    let cookie = app.signup("alice").await;
+    let request = axum::http::Request::builder()
+        .uri("/api/activity/stream")
+        .header("cookie", &cookie)
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = app.router.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut body = response.into_body();
+    // Subscribed before the post: the entry must arrive (how fast is a benchmark's
+    // question; the bound here only keeps a lost entry from hanging the test).
+    app.create(&cookie, "live!").await;
+    let mut seen = String::new();
+    while !seen.contains("\n\n") {
+        let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
+            .await
+            .expect("the entry arrives")
+            .expect("stream open")
+            .expect("frame");
+        if let Ok(data) = frame.into_data() {
+            seen.push_str(std::str::from_utf8(&data).unwrap());
         }
-        assert!(
-            seen.starts_with("event: message.created\ndata: {"),
-            "{seen}"
-        );
-        let data: Value =
-            serde_json::from_str(seen.lines().find_map(|l| l.strip_prefix("data: ")).unwrap())
-                .unwrap();
-        assert_eq!(data["type"], "message.created");
-        // Shutdown ends the stream instead of holding the process open.
-        app.state.shutdown.cancel();
-        let end = tokio::time::timeout(Duration::from_secs(2), async {
-            while let Some(Ok(_)) = body.frame().await {}
-        })
-        .await;
-        assert!(end.is_ok(), "stream ends on shutdown");
-        app.stop().await;
     }
-);
+    assert!(
+        seen.starts_with("event: message.created\ndata: {"),
+        "{seen}"
+    );
+    let data: Value =
+        serde_json::from_str(seen.lines().find_map(|l| l.strip_prefix("data: ")).unwrap()).unwrap();
+    assert_eq!(data["type"], "message.created");
+    // Shutdown ends the stream instead of holding the process open.
+    app.state.shutdown.cancel();
+    let end = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(Ok(_)) = body.frame().await {}
+    })
+    .await;
+    assert!(end.is_ok(), "stream ends on shutdown");
+    app.stop().await;
+});
 
 api_test!(redelivered_events_are_recorded_once, |b| async move {
     let app = App::start(b).await;

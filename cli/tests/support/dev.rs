@@ -226,8 +226,28 @@ impl Setup {
 }
 
 impl Drop for Setup {
+    /// Removes what the test made: its database, topics and Redis keys.
     fn drop(&mut self) {
         drop_database(&self.name);
+        let topics = ["events", "inbox", "dlq"].map(|t| self.topic(t));
+        let _ = Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/support/kafka_client.py"
+            ))
+            .args(["delete", &kafka_brokers()])
+            .args(&topics)
+            .output();
+        let prefix = format!("{}:*", self.name);
+        let _ = Command::new("sh")
+            .args([
+                "-c",
+                r#"redis-cli -u "$1" --scan --pattern "$2" | xargs -r redis-cli -u "$1" del"#,
+                "sh",
+                &redis_url(),
+                &prefix,
+            ])
+            .output();
     }
 }
 
@@ -294,9 +314,15 @@ pub fn eventually(within: Duration, what: &str, mut check: impl FnMut() -> bool)
     }
 }
 
+/// Runs `sql` with the mariadb client on the test server (`MISSIVE_TEST_DATABASE_URL`,
+/// through scripts/mariadb.sh), returning its output without column names.
 pub fn mariadb(sql: &str) -> String {
-    let out = Command::new("mariadb")
-        .args(["-h", "127.0.0.1", "-u", "root", "-N", "-e", sql])
+    let out = Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../scripts/mariadb.sh"
+        ))
+        .args(["-N", "-e", sql])
         .output()
         .expect("the mariadb client is installed");
     assert!(

@@ -93,6 +93,16 @@ def lag(brokers, group, topic):
     print(behind)
 
 
+def delete_topics(brokers, topics):
+    admin = AdminClient({"bootstrap.servers": brokers})
+    for _topic, future in admin.delete_topics(list(topics), operation_timeout=10).items():
+        try:
+            future.result(30)
+        except Exception as err:  # never created is fine
+            if "UNKNOWN_TOPIC" not in str(err):
+                raise
+
+
 def create_topics(brokers, partitions, topics):
     admin = AdminClient({"bootstrap.servers": brokers})
     futures = admin.create_topics([NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics])
@@ -112,6 +122,8 @@ if __name__ == "__main__":
         consume(sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5]))
     elif cmd == "create-topics":
         create_topics(sys.argv[2], int(sys.argv[3]), sys.argv[4:])
+    elif cmd == "delete":
+        delete_topics(sys.argv[2], sys.argv[3:])
     elif cmd == "lag":
         lag(sys.argv[2], sys.argv[3], sys.argv[4])
     else:

@@ -2,7 +2,8 @@
 //! builder that drives a router in process, child processes, and an OTLP receiver.
 //!
 //! Each [`TestBackends`] instance is isolated: its own SQLite file, or its own MariaDB
-//! database and Redis key prefix, so tests run in parallel. It removes them when dropped,
+//! database and Redis key prefix, so tests run in parallel. It removes them (the
+//! database and the prefix's keys) when dropped,
 //! so a test that fails half-way leaves nothing behind.
 //!
 //! # Layout
@@ -50,7 +51,12 @@ pub struct TestBackends {
 
 enum Cleanup {
     File(std::path::PathBuf),
-    Database { server: String, name: String },
+    Database {
+        server: String,
+        name: String,
+        /// Redis URL and the test's key prefix.
+        redis: (String, String),
+    },
 }
 
 impl TestBackends {
@@ -72,12 +78,16 @@ impl TestBackends {
                 let server = server.trim_end_matches('/').to_owned();
                 let redis = std::env::var("MISSIVE_TEST_REDIS_URL")
                     .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-                config.redis_url = Some(SecretString::from(redis));
+                config.redis_url = Some(SecretString::from(redis.clone()));
                 config.redis_key_prefix = format!("missive-test:{unique}:");
                 let name = format!("missive_test_{unique}");
                 (
                     format!("{server}/{name}"),
-                    Cleanup::Database { server, name },
+                    Cleanup::Database {
+                        server,
+                        name,
+                        redis: (redis, config.redis_key_prefix.clone()),
+                    },
                 )
             }
         };
@@ -138,7 +148,11 @@ impl Cleanup {
                     let _ = std::fs::remove_file(p);
                 }
             }
-            Cleanup::Database { server, name } => {
+            Cleanup::Database {
+                server,
+                name,
+                redis,
+            } => {
                 use sqlx::Connection;
                 if let Ok(mut conn) = sqlx::AnyConnection::connect(&server).await {
                     let drop = format!("DROP DATABASE IF EXISTS `{name}`");
@@ -146,9 +160,30 @@ impl Cleanup {
                         .execute(&mut conn)
                         .await;
                 }
+                let _ = delete_keys(&redis.0, &redis.1).await;
             }
         }
     }
+}
+
+/// Deletes every key under `prefix` (sessions, activity, counters of one test).
+async fn delete_keys(url: &str, prefix: &str) -> redis::RedisResult<()> {
+    let client = redis::Client::open(url)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let keys: Vec<String> = {
+        use futures_util::StreamExt as _;
+        let mut scan =
+            redis::AsyncCommands::scan_match::<_, String>(&mut conn, format!("{prefix}*")).await?;
+        let mut keys = Vec::new();
+        while let Some(key) = scan.next().await {
+            keys.push(key?);
+        }
+        keys
+    };
+    if !keys.is_empty() {
+        redis::AsyncCommands::del::<_, ()>(&mut conn, keys).await?;
+    }
+    Ok(())
 }
 
 /// A request to send through a router.
