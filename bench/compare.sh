@@ -4,11 +4,13 @@
 # throughput of POST and GET /api/messages on SQLite and on MariaDB + Redis.
 #   bash bench/compare.sh BEFORE_DIR AFTER_DIR
 # Each DIR holds release binaries (`missive` and every function), e.g. copied from
-# target/release after `cargo build --release --workspace` at two commits. Throughput
+# $CARGO_TARGET_DIR/release after `cargo build --release --workspace` at two commits. Throughput
 # runs alternate A B, then B A, ROUNDS times (default 3) with a fresh server and
 # database each, so the machine's drift lands on both; medians are printed.
 # DURATION (default 5) is seconds per wrk run; RUNS (default 20) starts per binary.
 set -euo pipefail
+# The directories as given, resolved before the cd below.
+set -- "$(realpath "$1")" "$(realpath "$2")"
 cd "$(dirname "$0")/.."
 . bench/lib.sh
 before=$1 after=$2

@@ -12,9 +12,15 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/missive-target}"
 TARGET=x86_64-unknown-linux-gnu
 BASE_MB="${BASE_MB:-2.0}"
 
-RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked --quiet \
-  --target "$TARGET" --workspace --bins
-bin="$CARGO_TARGET_DIR/$TARGET/release"
+# BIN_DIR: binaries built elsewhere (the smoke run uses the debug build, which is not
+# static: the linkage column says so); else the images' static release build.
+if [ -n "${BIN_DIR:-}" ]; then
+  bin=$(realpath "$BIN_DIR")
+else
+  RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked --quiet \
+    --target "$TARGET" --workspace --bins
+  bin="$CARGO_TARGET_DIR/$TARGET/release"
+fi
 site_mb=0
 if [ -f frontend/dist/index.html ]; then
   site_mb=$(du -sb frontend/dist | awk '{printf "%.2f", $1/1048576}')

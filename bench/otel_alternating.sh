@@ -13,10 +13,10 @@
 #
 # The server under load runs on CPU 1 (both are pinned there; the idle one takes
 # nothing), wrk and the sink on CPU 0, as in otel_side_by_side.sh with PIN=1.
-#   ROUNDS=40 DURATION=2 bash bench/otel_alternating.sh target/release/missive
+#   ROUNDS=40 DURATION=2 bash bench/otel_alternating.sh $CARGO_TARGET_DIR/release/missive
 set -euo pipefail
-cd "$(dirname "$0")/.."
 binary=$(realpath "$1")
+cd "$(dirname "$0")/.."
 DURATION="${DURATION:-2}"
 ROUNDS="${ROUNDS:-40}"
 command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }

@@ -7,10 +7,10 @@
 # to a fraction of a percent, so this is the measure to compare two builds with. It does
 # not see kernel time, cache misses or lock waits, which the side-by-side throughput
 # benchmark (otel_side_by_side.sh) does.
-#   bash bench/otel_instructions.sh target/profiling/missive [REQUESTS]
+#   bash bench/otel_instructions.sh $CARGO_TARGET_DIR/profiling/missive [REQUESTS]
 set -euo pipefail
-cd "$(dirname "$0")/.."
 binary=$(realpath "$1")
+cd "$(dirname "$0")/.."
 requests="${2:-2000}"
 command -v valgrind >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
 . bench/lib.sh
@@ -26,16 +26,22 @@ load() {
   python3 - "$1" "$2" "$3" "$4" <<'PY'
 import http.client, sys, threading
 port, cookie, count, connections = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+failures = []
 def run(n):
     c = http.client.HTTPConnection("127.0.0.1", port)
     for _ in range(n):
         c.request("GET", "/api/messages", headers={"cookie": cookie})
         r = c.getresponse()
         r.read()
-        assert r.status == 200, r.status
+        if r.status != 200:
+            # An exception would end only this thread; the script must fail.
+            failures.append(r.status)
+            return
 threads = [threading.Thread(target=run, args=(count // connections,)) for _ in range(connections)]
 for t in threads: t.start()
 for t in threads: t.join()
+if failures:
+    sys.exit(f"GET /api/messages answered {failures}")
 PY
 }
 

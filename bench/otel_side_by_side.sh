@@ -7,7 +7,7 @@
 # a swing landed in. "On" exports traces, metrics and logs over OTLP/HTTP to a local sink
 # (bench/otlp_sink.py). Optionally a third binary (e.g. one built before telemetry
 # existed) runs as "base" in each round.
-#   ROUNDS=10 DURATION=5 bash bench/otel_side_by_side.sh target/release/missive [BASE_BINARY]
+#   ROUNDS=10 DURATION=5 bash bench/otel_side_by_side.sh $CARGO_TARGET_DIR/release/missive [BASE_BINARY]
 # With DATABASE_URL and REDIS_URL set, `missive dev` runs on MariaDB and Redis instead of
 # SQLite (the bench user signs up once, then logs in).
 # Each line also gives the server's CPU time per request (all its threads, from /proc)
@@ -16,6 +16,8 @@
 # pod has its CPU limit, and neither the load generator nor the stand-in collector takes
 # CPU from it.
 set -euo pipefail
+# The binaries as given, resolved before the cd below.
+set -- "$(realpath "$1")" ${2:+"$(realpath "$2")"}
 cd "$(dirname "$0")/.."
 DURATION="${DURATION:-5}"
 ROUNDS="${ROUNDS:-10}"

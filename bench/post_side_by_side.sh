@@ -4,8 +4,10 @@
 # A B A B so drift in the machine hits both. Used for the outbox overhead:
 #   git worktree add /tmp/pre-outbox <commit before the outbox>
 #   (cd /tmp/pre-outbox && cargo build --release -p missive) && cp .../release/missive /tmp/missive-pre-outbox
-#   bash bench/post_side_by_side.sh /tmp/missive-pre-outbox target/release/missive
+#   bash bench/post_side_by_side.sh /tmp/missive-pre-outbox $CARGO_TARGET_DIR/release/missive
 set -euo pipefail
+# The binaries as given, resolved before the cd below.
+set -- "$(realpath "$1")" "$(realpath "$2")"
 cd "$(dirname "$0")/.."
 DURATION="${DURATION:-10}"
 command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }

@@ -6,6 +6,8 @@
 #                 19 MiB per verification)
 # Usage: bash bench/rss_under_load.sh [BIN_DIR]   (default: the static release binaries)
 set -euo pipefail
+# The directory as given, resolved before the cd below.
+[ -n "${1:-}" ] && set -- "$(realpath "$1")"
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/missive-target}"
 BIN="${1:-$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release}"
@@ -16,10 +18,12 @@ command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq
 export DATABASE_URL=mysql://root@127.0.0.1:3306/missive_rss REDIS_URL=redis://127.0.0.1:6379
 export REDIS_KEY_PREFIX="missive-rss:" KAFKA_BROKERS="${MISSIVE_TEST_KAFKA_BROKERS:-127.0.0.1:9092}" LOG_LEVEL=warn
 "$BIN/missive" migrate >/dev/null
-pids=()
-trap 'kill "${pids[@]}" 2>/dev/null || true; mariadb -h 127.0.0.1 -u root -e "DROP DATABASE IF EXISTS missive_rss" 2>/dev/null || true' EXIT
-start() { local port; port=$(free_port); PORT=$port "$BIN/$1" >/dev/null 2>&1 & pids+=($!); 
-  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.05; done; echo "$port $!"; }
+pids_file=$(mktemp)
+# Every server started, by pid: `start` runs in a subshell (its output is read), so the
+# pids go through a file, and all of them are stopped however the script ends.
+trap 'xargs -r kill <"$pids_file" 2>/dev/null || true; rm -f "$pids_file"; bash scripts/mariadb.sh -e "DROP DATABASE IF EXISTS missive_rss" 2>/dev/null || true' EXIT
+start() { local port pid; port=$(free_port); PORT=$port "$BIN/$1" >/dev/null 2>&1 & pid=$!; echo "$pid" >>"$pids_file"
+  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.05; done; echo "$port $pid"; }
 hwm() { awk '/VmHWM/{printf "%.1f MB", $2/1024}' "/proc/$1/status"; }
 
 read -r signup_port _ < <(start auth-signup)

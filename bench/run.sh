@@ -9,8 +9,14 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/missive-target}"
 DURATION="${DURATION:-10}"
 command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 
-cargo build --release --workspace --quiet
-release="$CARGO_TARGET_DIR/release"
+# BIN_DIR: binaries built elsewhere (the smoke run uses the debug build); else a release
+# build of the workspace.
+if [ -n "${BIN_DIR:-}" ]; then
+  release=$(realpath "$BIN_DIR")
+else
+  cargo build --release --workspace --quiet
+  release="$CARGO_TARGET_DIR/release"
+fi
 
 if [ -z "${SKIP_STARTUP:-}" ]; then
   echo "== function binaries (${RUNS:-30} starts each)"
