@@ -47,5 +47,7 @@ MISSIVE_BIN="${CARGO_TARGET_DIR:-target}/debug/missive" bash frontend/scripts/ap
 MISSIVE_BIN="${CARGO_TARGET_DIR:-target}/debug/missive" node frontend/tests/e2e/run.mjs
 # The images' statically linked binaries resolve the backends through DNS.
 bash scripts/check_static_dns.sh
+# Every benchmark script runs as documented (tiny settings, debug build; no figures).
+bash bench/smoke.sh
 
 cargo nextest run --workspace --no-fail-fast
