@@ -218,3 +218,76 @@ api_test!(malformed_events_are_rejected_permanently, |b| async move {
     assert_eq!(res.status, StatusCode::NO_CONTENT);
     app.stop().await;
 });
+
+/// Opens `cookie`'s live stream on `app`.
+async fn open_stream(app: &App, cookie: &str) -> axum::body::Body {
+    let request = axum::http::Request::builder()
+        .uri("/api/activity/stream")
+        .header("cookie", cookie)
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = app.router.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.into_body()
+}
+
+/// The next event of a stream (skipping heartbeats), or `None` if none comes within
+/// `wait`.
+async fn next_event(body: &mut axum::body::Body, wait: Duration) -> Option<String> {
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let frame = tokio::time::timeout_at(deadline, body.frame())
+            .await
+            .ok()??;
+        if let Ok(data) = frame.expect("frame").into_data() {
+            seen.push_str(std::str::from_utf8(&data).unwrap());
+        }
+        if let Some(end) = seen.find("\n\n") {
+            let event = seen[..end].to_owned();
+            if event.starts_with("event:") {
+                return Some(event);
+            }
+            seen.drain(..end + 2);
+        }
+    }
+}
+
+api_test!(
+    a_live_stream_carries_only_its_own_users_activity,
+    |b| async move {
+        let app = App::start(b).await;
+        let alice = app.signup("alice").await;
+        let bob = app.signup("bob").await;
+        let mut alices = open_stream(&app, &alice).await;
+        // Bob's activity is not Alice's: nothing arrives on her stream.
+        app.create(&bob, "bob's secret").await;
+        assert_eq!(
+            next_event(&mut alices, Duration::from_millis(500)).await,
+            None,
+            "another user's entry reached the stream"
+        );
+        // Her own does.
+        app.create(&alice, "alice's own").await;
+        let event = next_event(&mut alices, Duration::from_secs(10))
+            .await
+            .expect("her own entry");
+        assert!(event.starts_with("event: message.created\n"), "{event}");
+        assert!(!event.contains("secret"), "{event}");
+        app.stop().await;
+    }
+);
+
+api_test!(a_live_stream_outlives_the_request_timeout, |b| async move {
+    // README: streams are bounded by REQUEST_TIMEOUT_SECS only until their headers.
+    let app = App::start_with(b, |c| c.request_timeout_secs = 1).await;
+    let cookie = app.signup("alice").await;
+    let mut body = open_stream(&app, &cookie).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    app.create(&cookie, "after the timeout").await;
+    let event = next_event(&mut body, Duration::from_secs(10))
+        .await
+        .expect("the stream is still open past the request timeout");
+    assert!(event.starts_with("event: message.created\n"), "{event}");
+    app.stop().await;
+});

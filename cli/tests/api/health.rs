@@ -186,3 +186,53 @@ async fn stream_sends_heartbeat_comments() {
     assert!(started.elapsed() >= Duration::from_millis(550));
     backends.cleanup().await;
 }
+
+/// A TCP server that accepts connections and never answers: a dependency that hangs
+/// rather than refuses. Returns its port.
+async fn silent_server() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn readiness_gives_up_on_a_dependency_that_hangs() {
+    let backends = TestBackends::new(Backends::Real).await;
+    let silent = silent_server().await;
+    for (database, redis, down) in [
+        (None, Some(format!("redis://127.0.0.1:{silent}")), "redis"),
+        (
+            Some(format!("mysql://root@127.0.0.1:{silent}/missive")),
+            None,
+            "database",
+        ),
+    ] {
+        let mut config = backends.config.clone();
+        if let Some(url) = database {
+            config.database_url = Some(url.into());
+        }
+        if let Some(url) = redis {
+            config.redis_url = Some(url.into());
+        }
+        let app = missive::app(AppState::build(config).unwrap());
+        let started = std::time::Instant::now();
+        let res = TestRequest::new(Method::GET, "/readyz").send(&app).await;
+        assert_eq!(res.status, StatusCode::SERVICE_UNAVAILABLE, "{down}");
+        assert_eq!(
+            res.json()["error"]["message"],
+            format!("unavailable: {down}")
+        );
+        // Each check has 2 s; a probe must not hang on a silent peer.
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{down}: {:?}",
+            started.elapsed()
+        );
+    }
+}

@@ -313,3 +313,43 @@ api_test!(
         app.stop().await;
     }
 );
+
+api_test!(an_idempotency_key_expires_after_a_day, |b| async move {
+    let app = App::start(b).await;
+    let cookie = app.signup("alice").await;
+    let post = |text: &'static str| {
+        app.send(
+            TestRequest::new(Method::POST, "/api/messages")
+                .json(&json!({ "text": text }))
+                .header("idempotency-key", "draft-old")
+                .cookie(Some(&cookie)),
+        )
+    };
+    let first = post("yesterday").await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    // The key was used just over 24 h ago.
+    let day_ago = missive_core::time::now_millis() - 24 * 3600 * 1000 - 1000;
+    sqlx::query("UPDATE idempotency_keys SET created_at = ?")
+        .bind(day_ago)
+        .execute(app.state.db.writer())
+        .await
+        .unwrap();
+    // Expired: the retry is a new message, and its key now replays the new one.
+    let second = post("today").await;
+    assert_eq!(second.status, StatusCode::CREATED);
+    assert_ne!(second.json()["id"], first.json()["id"]);
+    assert_eq!(second.json()["text"], "today");
+    let replay = post("today, edited").await;
+    assert_eq!(replay.json(), second.json());
+    let list = app.get("/api/messages", Some(&cookie)).await;
+    assert_eq!(texts(&list.json()), ["today", "yesterday"]);
+    // Just inside the window it still replays.
+    let almost = missive_core::time::now_millis() - 24 * 3600 * 1000 + 60_000;
+    sqlx::query("UPDATE idempotency_keys SET created_at = ?")
+        .bind(almost)
+        .execute(app.state.db.writer())
+        .await
+        .unwrap();
+    assert_eq!(post("again").await.json(), second.json());
+    app.stop().await;
+});

@@ -127,3 +127,59 @@ api_test!(
         app.stop().await;
     }
 );
+
+api_test!(
+    a_configured_body_limit_holds_on_api_and_event_endpoints,
+    |b| async move {
+        let app = App::start_with(b, |c| c.body_limit_bytes = 1000).await;
+        let cookie = app.signup("alice").await;
+        // Just under the limit passes; just over is 413 naming the configured size.
+        let fits = format!(r#"{{"text":"{}"}}"#, "a".repeat(1000 - 11));
+        assert_eq!(fits.len(), 1000);
+        let res = app
+            .send(
+                TestRequest::new(Method::POST, "/api/messages")
+                    .header("content-type", "application/json")
+                    .body(fits)
+                    .cookie(Some(&cookie)),
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::CREATED, "{}", res.json());
+        let over = format!(r#"{{"text":"{}"}}"#, "a".repeat(1000));
+        for path in [
+            "/api/messages",
+            "/_events/message-ingest",
+            "/_events/activity-record",
+        ] {
+            let res = app
+                .send(
+                    TestRequest::new(Method::POST, path)
+                        .header("content-type", "application/json")
+                        .header("ce-specversion", "1.0")
+                        .header("ce-id", "big")
+                        .header("ce-source", "/tests")
+                        .header("ce-type", "io.missive.message.submitted.v1")
+                        .body(over.clone())
+                        .cookie(Some(&cookie)),
+                )
+                .await;
+            assert_eq!(res.status, StatusCode::PAYLOAD_TOO_LARGE, "{path}");
+            assert_eq!(res.error_code(), "payload_too_large", "{path}");
+            assert!(
+                res.json()["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("1000 bytes"),
+                "{path}: {}",
+                res.json()
+            );
+        }
+        let list = app.get("/api/messages", Some(&cookie)).await;
+        assert_eq!(
+            texts(&list.json()).len(),
+            1,
+            "nothing of the refused bodies stored"
+        );
+        app.stop().await;
+    }
+);
