@@ -6,9 +6,72 @@ export interface Piece {
   hit: boolean
 }
 
-/** Words of a query: letters and digits of any script; everything else separates. */
+/** Longest token, in characters, as the server indexes it. */
+export const MAX_TOKEN_CHARS = 64
+
+// Unicode blocks of punctuation outside ASCII: they separate tokens, as on the server.
+const PUNCTUATION_BLOCKS: [number, number][] = [
+  [0x00a0, 0x00bf], // Latin-1 punctuation and signs
+  [0x2000, 0x206f], // General Punctuation
+  [0x3000, 0x303f], // CJK Symbols and Punctuation
+  [0xfe30, 0xfe4f], // CJK Compatibility Forms
+  [0xff00, 0xff0f], // Fullwidth ASCII punctuation
+  [0xff1a, 0xff20],
+  [0xff3b, 0xff40],
+  [0xff5b, 0xff65],
+]
+
+/**
+ * Whether a character belongs to a token: the server's rule (`is_token_char` in
+ * common/core/src/domain.rs), letters and digits of any script plus symbols outside ASCII
+ * (emoji), with ASCII punctuation, whitespace, controls and punctuation blocks separating.
+ */
+function isTokenChar(c: string): boolean {
+  if (/[\p{Alphabetic}\p{N}]/u.test(c)) return true
+  const cp = c.codePointAt(0) ?? 0
+  if (cp < 0x80 || /[\p{White_Space}\p{Cc}]/u.test(c)) return false
+  // Zero-width joiner and variation selectors hold emoji sequences together.
+  if (cp === 0x200d || (cp >= 0xfe00 && cp <= 0xfe0f)) return true
+  return !PUNCTUATION_BLOCKS.some(([from, to]) => cp >= from && cp <= to)
+}
+
+interface Span {
+  /** The token: lower-cased character by character, cut to MAX_TOKEN_CHARS. */
+  token: string
+  /** Its characters as written, one string per code point. */
+  chars: string[]
+  /** Where it starts in the text (UTF-16 index). */
+  start: number
+}
+
+function spans(text: string): Span[] {
+  const found: Span[] = []
+  let current: Span | null = null
+  let index = 0
+  for (const c of text) {
+    if (isTokenChar(c)) {
+      current ??= { token: '', chars: [], start: index }
+      current.chars.push(c)
+      // Per character, as Rust's char::to_lowercase (no context-dependent final sigma).
+      if (current.chars.length <= MAX_TOKEN_CHARS) current.token += c.toLowerCase()
+    } else if (current) {
+      found.push(current)
+      current = null
+    }
+    index += c.length
+  }
+  if (current) found.push(current)
+  return found
+}
+
+/** Search tokens of a text, exactly as the server makes them (docs/search/tokens.json). */
+export function tokens(text: string): string[] {
+  return spans(text).map((s) => s.token)
+}
+
+/** Words of a query: the server's tokens of it. */
 export function queryWords(query: string): string[] {
-  return (query.toLowerCase().match(/[\p{L}\p{N}]+/gu) ?? []).filter((w) => w.length > 0)
+  return tokens(query)
 }
 
 /** Splits `text` into pieces, marking word prefixes that match a query word. */
@@ -17,20 +80,23 @@ export function highlight(text: string, query: string): Piece[] {
   if (words.length === 0) return [{ text, hit: false }]
   const pieces: Piece[] = []
   let last = 0
-  for (const match of text.matchAll(/[\p{L}\p{N}]+/gu)) {
-    const word = match[0]
-    const start = match.index ?? 0
-    const lower = word.toLowerCase()
-    // The longest query word this text word starts with.
+  for (const span of spans(text)) {
+    // The longest query word this token starts with.
     const hit = words
-      .filter((w) => lower.startsWith(w))
+      .filter((w) => span.token.startsWith(w))
       .sort((a, b) => b.length - a.length)[0]
     if (!hit) continue
-    // Lower-casing can change length (rarely); fall back to the whole word then.
-    const length = word.slice(0, hit.length).toLowerCase() === hit ? hit.length : word.length
-    if (start > last) pieces.push({ text: text.slice(last, start), hit: false })
-    pieces.push({ text: text.slice(start, start + length), hit: true })
-    last = start + length
+    // As many characters as written as it takes to spell the hit lower-cased.
+    let length = 0
+    let spelled = ''
+    for (const c of span.chars) {
+      if (spelled.length >= hit.length) break
+      spelled += c.toLowerCase()
+      length += c.length
+    }
+    if (span.start > last) pieces.push({ text: text.slice(last, span.start), hit: false })
+    pieces.push({ text: text.slice(span.start, span.start + length), hit: true })
+    last = span.start + length
   }
   if (last < text.length) pieces.push({ text: text.slice(last), hit: false })
   return pieces

@@ -368,6 +368,27 @@ mod tests {
         assert_eq!(search_tokens("안녕。세상"), ["안녕", "세상"]);
     }
 
+    /// The table the web app's highlighting is tested against too.
+    #[test]
+    fn tokens_follow_the_table_the_web_app_shares() {
+        let table: serde_json::Value = serde_json::from_str(include_str!(
+            "../../../docs/search/tokens.json"
+        ))
+        .expect("docs/search/tokens.json is JSON");
+        let cases = table["cases"].as_array().expect("cases");
+        assert!(cases.len() >= 10);
+        for case in cases {
+            let text = case["text"].as_str().expect("text");
+            let expected: Vec<&str> = case["tokens"]
+                .as_array()
+                .expect("tokens")
+                .iter()
+                .map(|t| t.as_str().expect("a token"))
+                .collect();
+            assert_eq!(search_tokens(text), expected, "{text:?}");
+        }
+    }
+
     #[test]
     fn long_tokens_are_cut_to_the_index_width() {
         let long = "é".repeat(100);

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import { charCount, highlight, queryWords } from '../../src/highlight'
+import { charCount, highlight, queryWords, tokens } from '../../src/highlight'
+import table from '../../../docs/search/tokens.json'
 
 const marked = (text: string, q: string) =>
   highlight(text, q)
@@ -23,6 +24,17 @@ describe('highlight', () => {
   })
   it('keeps emoji intact', () => {
     expect(marked('ship it 🚀 now', 'no')).toBe('ship it 🚀 [no]w')
+  })
+})
+
+describe('tokens', () => {
+  // The server's search_tokens passes the same table (common/core/src/domain.rs).
+  it.each(table.cases)('splits $text as the server does', ({ text, tokens: expected }) => {
+    expect(tokens(text)).toEqual(expected)
+  })
+  it('marks emoji and punctuation-separated words the server would match', () => {
+    expect(marked('party 🎉 time', '🎉')).toBe('party [🎉] time')
+    expect(marked('«quoted»', 'quo')).toBe('«[quo]ted»')
   })
 })
 
