@@ -236,3 +236,69 @@ async fn readiness_gives_up_on_a_dependency_that_hangs() {
         );
     }
 }
+
+// Every answer of a probe is in the document: its status is one the operation lists,
+// and an error's code is named in that status's description. Probes: no session, a
+// session with a malformed body or query, and the wrong content type.
+api_test!(
+    the_openapi_document_lists_the_answers_the_server_gives,
+    |b| async move {
+        let app = App::start(b).await;
+        let cookie = app.signup("alice").await;
+        let doc = app.get("/api/openapi.json", None).await.json();
+        let mut checked = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                let concrete = path.replace("{id}", "1");
+                let verb: Method = method.to_uppercase().parse().unwrap();
+                let responses = operation["responses"].as_object().unwrap();
+                let mut probes = vec![("no session", TestRequest::new(verb.clone(), &concrete))];
+                // With a session the live stream stays open: only its refusal is probed.
+                if path != "/api/activity/stream" {
+                    probes.push((
+                        "malformed query",
+                        TestRequest::new(verb.clone(), &format!("{concrete}?limit=abc&before=!"))
+                            .cookie(Some(&cookie)),
+                    ));
+                }
+                if verb == Method::POST {
+                    probes.push((
+                        "malformed JSON",
+                        TestRequest::new(verb.clone(), &concrete)
+                            .header("content-type", "application/json")
+                            .body("{")
+                            .cookie(Some(&cookie)),
+                    ));
+                    probes.push((
+                        "not JSON",
+                        TestRequest::new(verb.clone(), &concrete)
+                            .header("content-type", "text/plain")
+                            .body("hi")
+                            .cookie(Some(&cookie)),
+                    ));
+                }
+                for (probe, request) in probes {
+                    let res = app.send(request).await;
+                    let status = res.status.as_u16().to_string();
+                    let documented = responses.get(&status).unwrap_or_else(|| {
+                        panic!(
+                            "{method} {path} ({probe}) answered {status}, not in the document: {}",
+                            res.json()
+                        )
+                    });
+                    if res.status.is_client_error() {
+                        let code = res.error_code();
+                        let description = documented["description"].as_str().unwrap_or_default();
+                        assert!(
+                            description.contains(&format!("`{code}`")),
+                            "{method} {path} ({probe}): {status} `{code}` is not in {description:?}"
+                        );
+                    }
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked >= 26, "{checked}");
+        app.stop().await;
+    }
+);

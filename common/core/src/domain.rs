@@ -371,10 +371,9 @@ mod tests {
     /// The table the web app's highlighting is tested against too.
     #[test]
     fn tokens_follow_the_table_the_web_app_shares() {
-        let table: serde_json::Value = serde_json::from_str(include_str!(
-            "../../../docs/search/tokens.json"
-        ))
-        .expect("docs/search/tokens.json is JSON");
+        let table: serde_json::Value =
+            serde_json::from_str(include_str!("../../../docs/search/tokens.json"))
+                .expect("docs/search/tokens.json is JSON");
         let cases = table["cases"].as_array().expect("cases");
         assert!(cases.len() >= 10);
         for case in cases {
