@@ -104,3 +104,31 @@ api_test!(search_validates_query_and_limit, |b| async move {
     assert_eq!(ok.status, StatusCode::OK);
     app.stop().await;
 });
+
+api_test!(
+    words_longer_than_the_index_width_are_found,
+    |b| async move {
+        // Tokens are indexed by their first 64 characters: a longer word is found by itself,
+        // by any prefix, and by a longer query that shares those 64 characters.
+        let app = App::start(b).await;
+        let cookie = app.signup("alice").await;
+        let long = format!("{}tail", "ü".repeat(70));
+        app.create(&cookie, &format!("a {long} word")).await;
+        app.create(&cookie, "something else").await;
+        let expected = [format!("a {long} word")];
+        assert_eq!(app.search(&cookie, &long).await, expected);
+        assert_eq!(app.search(&cookie, &"Ü".repeat(10)).await, expected);
+        let longer = format!("{}different", "ü".repeat(64));
+        assert_eq!(app.search(&cookie, &longer).await, expected);
+        // A query over its own limit (200 characters) is refused, not truncated.
+        let res = app
+            .get(
+                &format!("/api/messages/search?q={}", "a".repeat(201)),
+                Some(&cookie),
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(res.error_code(), "invalid_query");
+        app.stop().await;
+    }
+);
