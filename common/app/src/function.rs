@@ -83,18 +83,19 @@ struct FunctionArgs {
 }
 
 /// The whole `main` of a function binary: read config, build the backends it uses
-/// (lazily), and serve its router per the runtime contract until SIGTERM.
-pub fn run(function: &Function) -> ExitCode {
+/// (lazily), and serve its router per the runtime contract until SIGTERM. Takes the
+/// registry entry's fields, not the entry: a reference to the entry would link its
+/// `openapi` into every binary.
+pub fn run(name: &'static str, publishes: bool, router: fn(AppState) -> Router) -> ExitCode {
     let config = FunctionArgs::parse().config;
     let log_level = config.log_level.clone();
-    let function = *function;
-    missive_serve::run(function.name, &log_level, async move {
+    missive_serve::run(name, &log_level, async move {
         if config.redis_url.is_none() {
             // The in-process store would give each function instance its own
             // sessions: a login on one instance would be unknown to the next.
             anyhow::bail!("REDIS_URL is required (the in-process store is for `missive dev` only)");
         }
-        let state = if function.publishes {
+        let state = if publishes {
             let state = AppState::build(config)?;
             if state.config.kafka_brokers.is_none() && state.config.k_sink.is_none() {
                 // The in-process bus has no subscriber in a function's own process:
@@ -107,7 +108,7 @@ pub fn run(function: &Function) -> ExitCode {
         } else {
             AppState::without_transport(config)?
         };
-        let app = state.serve((function.router)(state.clone()));
+        let app = state.serve(router(state.clone()));
         let listener = missive_serve::bind(state.config.port).await?;
         let db = state.db.clone();
         Ok(Serving {

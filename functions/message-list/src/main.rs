@@ -2,5 +2,8 @@
 //! contract by `missive_app::function::run`.
 
 fn main() -> std::process::ExitCode {
-    missive_app::function::run(&message_list::FUNCTION)
+    // Only what serving needs: the registry entry's OpenAPI part (utoipa's document
+    // building, about 0.2 MB) stays out of the function's binary.
+    const F: missive_app::Function = message_list::FUNCTION;
+    missive_app::function::run(F.name, F.publishes, F.router)
 }
