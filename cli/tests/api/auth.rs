@@ -317,3 +317,38 @@ api_test!(sessions_expire_and_slide, |b| async move {
     );
     app.stop().await;
 });
+
+/// When the window of failed logins ends, the username is open again. The window is
+/// 15 minutes, so its end is brought forward on the real store (Redis `PEXPIRE` on the
+/// counter); the in-process store's windows expire by the same contract
+/// (common/adapters/tests/kv.rs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_username_opens_again_when_its_window_ends() {
+    let app = App::start(Backends::Real).await;
+    app.signup("alice").await;
+    for _ in 0..6 {
+        app.login("alice", "wrong password").await;
+    }
+    let locked = app.login("alice", "correct horse").await;
+    assert_eq!(locked.status, StatusCode::TOO_MANY_REQUESTS);
+    let key = format!("{}login_failures:alice", app.state.config.redis_key_prefix);
+    let url = missive_testkit::redis_url();
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(ttl > 0, "the counter has its window: {ttl} ms");
+    let _: () = redis::cmd("PEXPIRE")
+        .arg(&key)
+        .arg(50)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let open = app.login("alice", "correct horse").await;
+    assert_eq!(open.status, StatusCode::OK, "{}", open.json());
+    app.stop().await;
+}

@@ -76,8 +76,7 @@ impl TestBackends {
                 let server = std::env::var("MISSIVE_TEST_DATABASE_URL")
                     .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".to_owned());
                 let server = server.trim_end_matches('/').to_owned();
-                let redis = std::env::var("MISSIVE_TEST_REDIS_URL")
-                    .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+                let redis = redis_url();
                 config.redis_url = Some(SecretString::from(redis.clone()));
                 config.redis_key_prefix = format!("missive-test:{unique}:");
                 let name = format!("missive_test_{unique}");
@@ -164,6 +163,11 @@ impl Cleanup {
             }
         }
     }
+}
+
+/// The Redis server tests use: `MISSIVE_TEST_REDIS_URL`, default the local one.
+pub fn redis_url() -> String {
+    std::env::var("MISSIVE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
 /// Deletes every key under `prefix` (sessions, activity, counters of one test).

@@ -118,10 +118,19 @@ try {
 
   await test('double-clicking send posts once', async () => {
     const before = await messages().count()
+    // Every POST the double click sends is watched, so the test waits for its answer
+    // instead of sleeping and hoping a second one would have shown by then.
+    const posts = []
+    const watch = (req) => {
+      if (req.method() === 'POST' && new URL(req.url()).pathname === '/api/messages') posts.push(req)
+    }
+    page.on('request', watch)
     await page.getByLabel('Message', { exact: true }).fill('only once please')
     await page.getByTestId('send').dblclick()
     await page.getByText('only once please').first().waitFor()
-    await page.waitForTimeout(300)
+    await Promise.all(posts.map((req) => req.response()))
+    page.off('request', watch)
+    assert(posts.length >= 1, 'the post was sent')
     await page.reload()
     await page.getByText('only once please').first().waitFor()
     assert((await page.getByText('only once please').count()) === 1, 'one message')
