@@ -141,6 +141,8 @@ async fn prepare_database(url: &str, max_connections: u32) -> anyhow::Result<()>
     Db::create_if_missing(url).await?;
     let db = Db::connect_lazy(url, max_connections)?;
     db.migrate().await?;
+    // Data the migrations cannot fix in SQL: search tokens of an older tokenizer.
+    missive_app::messages::store::reindex_search(&db).await?;
     db.close().await;
     Ok(())
 }

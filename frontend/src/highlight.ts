@@ -36,12 +36,19 @@ function isTokenChar(c: string): boolean {
 }
 
 interface Span {
-  /** The token: lower-cased character by character, cut to MAX_TOKEN_CHARS. */
+  /** The token: NFC-normalised, lower-cased character by character, cut to MAX_TOKEN_CHARS. */
   token: string
   /** Its characters as written, one string per code point. */
   chars: string[]
   /** Where it starts in the text (UTF-16 index). */
   start: number
+}
+
+/** The server's token of a run of token characters (see `search_tokens`). */
+function tokenOf(chars: string[]): string {
+  // Per character, as Rust's char::to_lowercase (no context-dependent final sigma).
+  const lower = Array.from(chars.join('').normalize('NFC')).map((c) => c.toLowerCase())
+  return Array.from(lower.join('')).slice(0, MAX_TOKEN_CHARS).join('')
 }
 
 function spans(text: string): Span[] {
@@ -52,8 +59,6 @@ function spans(text: string): Span[] {
     if (isTokenChar(c)) {
       current ??= { token: '', chars: [], start: index }
       current.chars.push(c)
-      // Per character, as Rust's char::to_lowercase (no context-dependent final sigma).
-      if (current.chars.length <= MAX_TOKEN_CHARS) current.token += c.toLowerCase()
     } else if (current) {
       found.push(current)
       current = null
@@ -61,10 +66,12 @@ function spans(text: string): Span[] {
     index += c.length
   }
   if (current) found.push(current)
+  for (const span of found) span.token = tokenOf(span.chars)
   return found
 }
 
-/** Search tokens of a text, exactly as the server makes them (docs/search/tokens.json). */
+/** Search tokens of a text, exactly as the server makes them (docs/search/tokens.json):
+ * NFC-normalised, split on the server's separators, lower-cased, cut to 64 characters. */
 export function tokens(text: string): string[] {
   return spans(text).map((s) => s.token)
 }
@@ -90,9 +97,13 @@ export function highlight(text: string, query: string): Piece[] {
     let length = 0
     let spelled = ''
     for (const c of span.chars) {
-      if (spelled.length >= hit.length) break
+      if (spelled.normalize('NFC').length >= hit.length) break
       spelled += c.toLowerCase()
       length += c.length
+    }
+    // A combining mark belongs with the character before it.
+    while (length < span.chars.join('').length && /\p{M}/u.test(text.slice(span.start + length, span.start + length + 1))) {
+      length += 1
     }
     if (span.start > last) pieces.push({ text: text.slice(last, span.start), hit: false })
     pieces.push({ text: text.slice(span.start, span.start + length), hit: true })

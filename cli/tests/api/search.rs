@@ -132,3 +132,73 @@ api_test!(
         app.stop().await;
     }
 );
+
+api_test!(
+    composed_and_decomposed_accents_find_each_other,
+    |b| async move {
+        // Text is tokenized as NFC on both sides (docs/search/tokens.json).
+        let app = App::start(b).await;
+        let cookie = app.signup("alice").await;
+        let decomposed = "Cafe\u{301} con leche";
+        let composed = "Crème brûlée";
+        app.create(&cookie, decomposed).await;
+        app.create(&cookie, composed).await;
+        assert_eq!(app.search(&cookie, "café").await, [decomposed]);
+        assert_eq!(app.search(&cookie, "cafe\u{301}").await, [decomposed]);
+        assert_eq!(app.search(&cookie, "cre\u{300}me").await, [composed]);
+        // The text itself is returned as it was sent.
+        let list = app.get("/api/messages", Some(&cookie)).await;
+        assert!(texts(&list.json()).contains(&decomposed.to_owned()));
+        app.stop().await;
+    }
+);
+
+api_test!(
+    migrate_reindexes_tokens_of_the_old_tokenizer,
+    |b| async move {
+        let app = App::start(b).await;
+        let cookie = app.signup("alice").await;
+        let text = "Cafe\u{301} au lait";
+        let id = app.create(&cookie, text).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        // The index as the tokenizer before NFC left it: the decomposed word.
+        let db = &app.state.db;
+        sqlx::query("DELETE FROM message_tokens WHERE message_id = ?")
+            .bind(id.parse::<i64>().unwrap())
+            .execute(db.writer())
+            .await
+            .unwrap();
+        for token in ["cafe\u{301}", "au", "lait"] {
+            sqlx::query("INSERT INTO message_tokens (user_id, token, message_id) SELECT user_id, ?, id FROM messages WHERE id = ?")
+            .bind(token)
+            .bind(id.parse::<i64>().unwrap())
+            .execute(db.writer())
+            .await
+            .unwrap();
+        }
+        sqlx::query("UPDATE search_index SET version = 1")
+            .execute(db.writer())
+            .await
+            .unwrap();
+        assert!(
+            app.search(&cookie, "café").await.is_empty(),
+            "the stale index misses it"
+        );
+        let reindexed = missive_app::messages::store::reindex_search(db)
+            .await
+            .unwrap();
+        assert_eq!(reindexed, 1, "only the message whose text is not NFC");
+        assert_eq!(app.search(&cookie, "café").await, [text]);
+        assert_eq!(app.search(&cookie, "lait").await, [text]);
+        // Done once: the version is recorded.
+        assert_eq!(
+            missive_app::messages::store::reindex_search(db)
+                .await
+                .unwrap(),
+            0
+        );
+        app.stop().await;
+    }
+);

@@ -66,7 +66,7 @@ pub struct Db {
 }
 
 fn migrator(backend: Backend) -> Migrator {
-    let files: [(&str, &str); 3] = match backend {
+    let files: [(&str, &str); 4] = match backend {
         Backend::MariaDb => [
             (
                 "init",
@@ -79,6 +79,10 @@ fn migrator(backend: Backend) -> Migrator {
             (
                 "idempotency utf8",
                 include_str!("../../../migrations/mysql/0003_idempotency_utf8.sql"),
+            ),
+            (
+                "search nfc",
+                include_str!("../../../migrations/mysql/0004_search_nfc.sql"),
             ),
         ],
         Backend::Sqlite => [
@@ -93,6 +97,10 @@ fn migrator(backend: Backend) -> Migrator {
             (
                 "idempotency utf8",
                 include_str!("../../../migrations/sqlite/0003_idempotency_utf8.sql"),
+            ),
+            (
+                "search nfc",
+                include_str!("../../../migrations/sqlite/0004_search_nfc.sql"),
             ),
         ],
     };

@@ -6,6 +6,7 @@ use std::fmt;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use secrecy::{ExposeSecret, SecretString};
+use unicode_normalization::UnicodeNormalization as _;
 
 use crate::DomainError;
 
@@ -230,6 +231,10 @@ pub const MAX_TOKEN_CHARS: usize = 64;
 
 /// Splits text into lower-cased search tokens, the same way for indexing and querying.
 ///
+/// The text is normalised to NFC first, so a word typed with a precomposed `é` and one
+/// typed as `e` + combining accent are the same token (canonically equivalent text,
+/// which browsers and keyboards produce either way).
+///
 /// A token is a run of letters and digits of any script, plus symbols outside ASCII
 /// (so emoji are searchable). ASCII punctuation, Unicode punctuation blocks and
 /// whitespace separate tokens; this is also what makes `%`, `_`, `*`, `+`, `-`, `"` and `(`
@@ -237,7 +242,7 @@ pub const MAX_TOKEN_CHARS: usize = 64;
 pub fn search_tokens(text: &str) -> Vec<String> {
     let mut tokens = Vec::new();
     let mut current = String::new();
-    for c in text.chars() {
+    for c in text.nfc() {
         if is_token_char(c) {
             current.extend(c.to_lowercase());
         } else if !current.is_empty() {

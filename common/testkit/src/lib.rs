@@ -95,6 +95,9 @@ impl TestBackends {
             .unwrap_or_else(|e| panic!("test database {url}: {e:#}"));
         let db = Db::connect_lazy(&url, 5).expect("test database URL");
         db.migrate().await.expect("migrations apply");
+        missive_app::messages::store::reindex_search(&db)
+            .await
+            .expect("the search index is current");
         db.close().await;
         config.database_url = Some(SecretString::from(url));
         Self {

@@ -32,6 +32,10 @@ describe('tokens', () => {
   it.each(table.cases)('splits $text as the server does', ({ text, tokens: expected }) => {
     expect(tokens(text)).toEqual(expected)
   })
+  it('matches composed and decomposed accents alike, marking whole characters', () => {
+    expect(marked('Cafe\u0301 crème', 'café')).toBe('[Cafe\u0301] crème')
+    expect(marked('Café', 'cafe\u0301')).toBe('[Café]')
+  })
   it('marks emoji and punctuation-separated words the server would match', () => {
     expect(marked('party 🎉 time', '🎉')).toBe('party [🎉] time')
     expect(marked('«quoted»', 'quo')).toBe('«[quo]ted»')

@@ -396,3 +396,73 @@ fn message_from_row(row: &sqlx::any::AnyRow) -> sqlx::Result<Message> {
         created_at: rfc3339_millis(created_at),
     })
 }
+
+/// Version of the search index's tokens: 2 since tokens are made from NFC-normalised text.
+pub const SEARCH_INDEX_VERSION: i64 = 2;
+
+/// Messages read per round trip while re-indexing.
+const REINDEX_BATCH: i64 = 500;
+
+/// Brings the search index to [`SEARCH_INDEX_VERSION`]: re-tokenizes the messages whose
+/// tokens an older version made differently (text that is not NFC), a batch per
+/// transaction, then records the version. Safe to run again or beside the API: a message
+/// re-indexed twice gets the same tokens. `missive migrate` (and `missive dev`) call it
+/// after the migrations; returns how many messages were re-indexed.
+pub async fn reindex_search(db: &Db) -> anyhow::Result<u64> {
+    use unicode_normalization::is_nfc;
+    let version: i64 = query("SELECT version FROM search_index")
+        .fetch_one(&mut *traced::acquire(db.reader()).await?)
+        .await
+        .context("reading the search index version")?
+        .try_get(0)?;
+    if version >= SEARCH_INDEX_VERSION {
+        return Ok(0);
+    }
+    let mut after = 0_i64;
+    let mut reindexed = 0;
+    loop {
+        let rows = query("SELECT id, user_id, text FROM messages WHERE id > ? ORDER BY id LIMIT ?")
+            .bind(after)
+            .bind(REINDEX_BATCH)
+            .fetch_all(&mut *traced::acquire(db.reader()).await?)
+            .await?;
+        let Some(last) = rows.last() else { break };
+        after = last.try_get(0)?;
+        let mut stale = Vec::new();
+        for row in &rows {
+            let text: String = row.try_get(2)?;
+            if is_nfc(&text) {
+                continue;
+            }
+            // Stored texts passed MessageText's rule when they were written.
+            let Ok(text) = MessageText::parse(text) else {
+                continue;
+            };
+            stale.push((
+                UserId(row.try_get(1)?),
+                MessageId::from_row(row.try_get(0)?),
+                text,
+            ));
+        }
+        if stale.is_empty() {
+            continue;
+        }
+        let mut tx = traced::begin(db.writer()).await?;
+        for (_, id, _) in &stale {
+            query("DELETE FROM message_tokens WHERE message_id = ?")
+                .bind(id.get())
+                .execute(&mut *tx)
+                .await?;
+        }
+        let refs: Vec<_> = stale.iter().map(|(u, id, t)| (*u, *id, t)).collect();
+        insert_tokens(&mut tx, &refs).await?;
+        traced::commit(tx).await?;
+        reindexed += stale.len() as u64;
+    }
+    query("UPDATE search_index SET version = ?")
+        .bind(SEARCH_INDEX_VERSION)
+        .execute(&mut *traced::acquire(db.writer()).await?)
+        .await?;
+    tracing::info!(reindexed, "search index at version {SEARCH_INDEX_VERSION}");
+    Ok(reindexed)
+}
