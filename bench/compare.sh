@@ -33,7 +33,8 @@ run() {
   env=(PORT="$port" LOG_LEVEL=warn)
   if [ "$backend" = mariadb ]; then
     db="missive_compare_$$_$RANDOM"
-    env+=(DATABASE_URL="mysql://root@127.0.0.1:3306/$db" REDIS_URL=redis://127.0.0.1:6379
+    env+=(DATABASE_URL="${MISSIVE_TEST_DATABASE_URL:-mysql://root@127.0.0.1:3306}/$db"
+      REDIS_URL="${MISSIVE_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
       REDIS_KEY_PREFIX="compare:$db:")
   fi
   (cd "$work" && exec env "${env[@]}" "$binary" >"$work/dev.log" 2>&1) &
@@ -46,7 +47,7 @@ run() {
     "http://127.0.0.1:$port/api/messages" | awk '/Requests\/sec/{print $2}')
   kill "$dev"; wait "$dev" 2>/dev/null || true
   if [ "$backend" = mariadb ]; then
-    mariadb -h 127.0.0.1 -u root -e "DROP DATABASE IF EXISTS \`$db\`"
+    bash scripts/mariadb.sh -e "DROP DATABASE IF EXISTS \`$db\`"
   fi
   rm -rf "$work"
   echo "$post $get"

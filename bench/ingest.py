@@ -28,7 +28,9 @@ USERS = 64
 
 
 def sql(query):
-    out = subprocess.run(["mariadb", "-h", "127.0.0.1", "-u", "root", "-N", "-e", query],
+    # The test server of MISSIVE_TEST_DATABASE_URL, through the one script that reads it.
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "mariadb.sh")
+    out = subprocess.run(["bash", script, "-N", "-e", query],
                          check=True, capture_output=True, text=True)
     return out.stdout
 
@@ -44,9 +46,11 @@ class Dev:
         self.port = free_port()
         env = {
             "PATH": os.environ["PATH"], "PORT": str(self.port), "LOG_LEVEL": "warn",
-            "DATABASE_URL": f"mysql://root@127.0.0.1:3306/{name}",
+            "DATABASE_URL": os.environ.get("MISSIVE_TEST_DATABASE_URL", "mysql://root@127.0.0.1:3306").rstrip("/")
+            + f"/{name}",
             "DB_MAX_CONNECTIONS": "16",
-            "REDIS_URL": "redis://127.0.0.1:6379", "REDIS_KEY_PREFIX": f"{name}:",
+            "REDIS_URL": os.environ.get("MISSIVE_TEST_REDIS_URL", "redis://127.0.0.1:6379"),
+            "REDIS_KEY_PREFIX": f"{name}:",
             "KAFKA_BROKERS": BROKERS, "KAFKA_EVENTS_TOPIC": f"{name}.events",
             "KAFKA_INBOX_TOPIC": f"{name}.inbox", "KAFKA_DLQ_TOPIC": f"{name}.dlq",
         }

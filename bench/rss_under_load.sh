@@ -15,7 +15,8 @@ DURATION="${DURATION:-10}"
 command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 . bench/lib.sh
 
-export DATABASE_URL=mysql://root@127.0.0.1:3306/missive_rss REDIS_URL=redis://127.0.0.1:6379
+export DATABASE_URL="${MISSIVE_TEST_DATABASE_URL:-mysql://root@127.0.0.1:3306}/missive_rss"
+export REDIS_URL="${MISSIVE_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
 export REDIS_KEY_PREFIX="missive-rss:" KAFKA_BROKERS="${MISSIVE_TEST_KAFKA_BROKERS:-127.0.0.1:9092}" LOG_LEVEL=warn
 "$BIN/missive" migrate >/dev/null
 pids_file=$(mktemp)

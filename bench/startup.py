@@ -29,8 +29,9 @@ FUNCTIONS = sorted(
 ENV = {
     "PATH": os.environ.get("PATH", "/usr/bin"),
     # Real URLs; nothing connects at start-up (the pools are lazy), which is the point.
-    "DATABASE_URL": "mysql://root@127.0.0.1:3306/missive_bench",
-    "REDIS_URL": "redis://127.0.0.1:6379",
+    "DATABASE_URL": os.environ.get("MISSIVE_TEST_DATABASE_URL", "mysql://root@127.0.0.1:3306").rstrip("/")
+    + "/missive_bench",
+    "REDIS_URL": os.environ.get("MISSIVE_TEST_REDIS_URL", "redis://127.0.0.1:6379"),
     "KAFKA_BROKERS": os.environ.get("MISSIVE_TEST_KAFKA_BROKERS", "127.0.0.1:9092"),
     "LOG_LEVEL": "warn",
 }
