@@ -5,7 +5,7 @@ For each binary: exec -> first `GET /healthz` 200 (median and p90 over N runs), 
 after start-up and after serving a few requests, and the stripped binary size.
 
 With --readyz: exec -> first `GET /readyz` 200 instead, against live MariaDB (a database
-migrated first, `missive_bench`) and Redis: the cold start a request waits for when
+of the run's own, migrated first and dropped at the end) and Redis: the cold start a request waits for when
 Knative scales a function from zero (its readiness probe gates traffic).
 
 Usage: python3 bench/startup.py [--readyz] BIN_DIR [runs]
@@ -29,8 +29,10 @@ FUNCTIONS = sorted(
 ENV = {
     "PATH": os.environ.get("PATH", "/usr/bin"),
     # Real URLs; nothing connects at start-up (the pools are lazy), which is the point.
+    # A database of this run's own (created by `missive migrate`, dropped at the end), so
+    # runs of different builds never meet on one schema.
     "DATABASE_URL": os.environ.get("MISSIVE_TEST_DATABASE_URL", "mysql://root@127.0.0.1:3306").rstrip("/")
-    + "/missive_bench",
+    + f"/missive_bench_{os.getpid()}",
     "REDIS_URL": os.environ.get("MISSIVE_TEST_REDIS_URL", "redis://127.0.0.1:6379"),
     "KAFKA_BROKERS": os.environ.get("MISSIVE_TEST_KAFKA_BROKERS", "127.0.0.1:9092"),
     "LOG_LEVEL": "warn",
@@ -125,5 +127,16 @@ def main():
           f"RSS {worst['rss']:.1f} MB (budget 15), binary {worst['size']:.1f} MB (budget 15)")
 
 
+def drop_database():
+    """Removes this run's database (if `--readyz` made one)."""
+    name = ENV["DATABASE_URL"].rsplit("/", 1)[1]
+    subprocess.run(["bash", os.path.join(ROOT, "scripts", "mariadb.sh"), "-e",
+                    f"DROP DATABASE IF EXISTS `{name}`"], capture_output=True)
+
+
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        if sys.argv[1:2] == ["--readyz"]:
+            drop_database()
