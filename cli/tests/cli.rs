@@ -117,6 +117,7 @@ fn migrate_creates_and_migrates_idempotently() {
             "outbox",
             "outbox_lease",
             "processed_events",
+            "search_index",
             "users"
         ]
     );
