@@ -44,8 +44,9 @@ pub fn mysql_server() -> String {
         .to_owned()
 }
 
+/// The tests' Redis: one reading of `MISSIVE_TEST_REDIS_URL`, the testkit's.
 pub fn redis_url() -> String {
-    std::env::var("MISSIVE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+    missive_testkit::redis_url()
 }
 
 pub fn kafka_brokers() -> String {
