@@ -27,7 +27,7 @@ use tower::ServiceExt;
 
 use missive_adapters::events::http_binding;
 use missive_adapters::events::kafka::{self, KafkaPublisher};
-use missive_core::event::CloudEvent;
+use missive_core::event::{AttributesReader as _, CloudEvent};
 use missive_telemetry as telemetry;
 use missive_telemetry::SpanExt as _;
 use opentelemetry::KeyValue;
@@ -224,21 +224,7 @@ async fn handle<M: Message>(
         }
         // Not even a CloudEvent: nothing to deliver; keep it, with why, in the DLQ.
         Err(why) => {
-            let event = CloudEvent {
-                id: format!(
-                    "partition:{}/offset:{}",
-                    record.partition(),
-                    record.offset()
-                ),
-                source: format!("/kafka/{}", record.topic()),
-                ty: kafka::KAFKA_EVENT_TYPE.to_owned(),
-                subject: None,
-                time: None,
-                data: serde_json::Value::String(
-                    String::from_utf8_lossy(record.payload().unwrap_or_default()).into_owned(),
-                ),
-                extensions: Default::default(),
-            };
+            let event = kafka::wrap_plain(record);
             (
                 event,
                 Outcome::Failed {
@@ -257,7 +243,7 @@ async fn handle<M: Message>(
         }
         Outcome::Interrupted => false,
         Outcome::Failed { code, data } => {
-            tracing::warn!(sink = sink.name, event.id = %event.id, code, "dead-lettering event");
+            tracing::warn!(sink = sink.name, event.id = %event.id(), code, "dead-lettering event");
             let done = dead_letter(dlq, delivery, sink.name, event, code, data, shutdown).await;
             if done {
                 metrics.events_dead_lettered.add(1, &sink_attr);
@@ -324,7 +310,7 @@ async fn deliver(
         if !retryable || attempt == delivery.max_attempts {
             break;
         }
-        tracing::debug!(event.id = %event.id, %status, attempt, "retrying delivery");
+        tracing::debug!(event.id = %event.id(), %status, attempt, "retrying delivery");
         telemetry::metrics::get()
             .events_retried
             .add(1, &[KeyValue::new("missive.sink", sink.name)]);
@@ -348,16 +334,9 @@ async fn dead_letter(
     data: String,
     shutdown: &CancellationToken,
 ) -> bool {
-    let ext = &mut event.extensions;
-    ext.insert(
-        "knativeerrorcode".into(),
-        serde_json::Value::String(code.to_string()),
-    );
-    ext.insert("knativeerrordata".into(), serde_json::Value::String(data));
-    ext.insert(
-        "knativeerrordest".into(),
-        serde_json::Value::String(format!("/functions/{sink}")),
-    );
+    event.set_extension("knativeerrorcode", code.to_string());
+    event.set_extension("knativeerrordata", data);
+    event.set_extension("knativeerrordest", format!("/functions/{sink}"));
     let mut backoff = delivery.backoff;
     loop {
         match dlq.send_to(&delivery.dlq_topic, &event).await {

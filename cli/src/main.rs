@@ -17,7 +17,10 @@ use missive_adapters::events::{EventPublisher, HttpSink};
 use missive_adapters::sql::Db;
 use missive_app::config::Config;
 use missive_app::{AppState, Topic};
-use missive_core::event::{CloudEvent, EventKind, MessageSubmittedData};
+use missive_core::event::{
+    AttributesReader as _, EventBuilder as _, EventBuilderV10, EventKind, JSON,
+    MessageSubmittedData, TRACEPARENT,
+};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
@@ -289,27 +292,25 @@ async fn publish(config: Config, args: PublishArgs) -> anyhow::Result<()> {
     };
     let traceparent = missive_core::trace_context::new_traceparent();
     for submission in &submissions {
-        let mut event = CloudEvent {
-            id: uuid::Uuid::new_v4().to_string(),
-            source: "/cli/missive-publish".to_owned(),
-            ty: EventKind::MessageSubmitted.type_name().to_owned(),
-            subject: Some(submission.username.clone()),
-            time: Some(missive_core::time::rfc3339_millis(
-                missive_core::time::now_millis(),
-            )),
-            data: serde_json::to_value(MessageSubmittedData {
-                username: submission.username.clone(),
-                text: submission.text.clone(),
-            })?,
-            extensions: Default::default(),
-        };
-        event
-            .extensions
-            .insert("traceparent".into(), traceparent.clone().into());
+        let event = EventBuilderV10::new()
+            .id(uuid::Uuid::new_v4().to_string())
+            .source("/cli/missive-publish")
+            .ty(EventKind::MessageSubmitted.type_name())
+            .subject(submission.username.clone())
+            .time(chrono::Utc::now())
+            .extension(TRACEPARENT, traceparent.clone())
+            .data(
+                JSON,
+                serde_json::to_value(MessageSubmittedData {
+                    username: submission.username.clone(),
+                    text: submission.text.clone(),
+                })?,
+            )
+            .build()?;
         publisher
             .publish(&event)
             .await
-            .with_context(|| format!("publishing event {}", event.id))?;
+            .with_context(|| format!("publishing event {}", event.id()))?;
     }
     tracing::info!(count = submissions.len(), "published");
     Ok(())

@@ -167,7 +167,8 @@ api_test!(redelivered_events_are_recorded_once, |b| async move {
         .filter(|e| e["type"] == "message.created")
         .collect();
     assert_eq!(created.len(), 2);
-    assert_eq!(created[1]["at"], "2026-01-02T03:04:05Z");
+    // The event's time, in the form every time in the API has (UTC, milliseconds).
+    assert_eq!(created[1]["at"], "2026-01-02T03:04:05.000Z");
     assert_eq!(created[1]["detail"], json!({"id": "77"}));
     app.stop().await;
 });

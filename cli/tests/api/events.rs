@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::http::{Method, StatusCode};
+use missive_core::event::{AttributesReader as _, EventExt as _};
 use missive_testkit::{Backends, TestRequest};
 use serde_json::json;
 
@@ -164,9 +165,10 @@ api_test!(
         assert_eq!(app.state.db.unsent_count().await.unwrap(), 2);
         let rows = app.state.db.unsent(i64::MAX, 10).await.unwrap();
         let created = &rows[1].event;
-        assert_eq!(created.ty, "io.missive.message.created.v1");
-        assert_eq!(created.subject.as_deref(), Some("alice"));
-        assert_eq!(created.data["id"], res.json()["id"]);
+        assert_eq!(created.ty(), "io.missive.message.created.v1");
+        assert_eq!(created.subject(), Some("alice"));
+        let data: serde_json::Value = created.json_data().unwrap();
+        assert_eq!(data["id"], res.json()["id"]);
         // The event continues the request's trace.
         let carried = created.traceparent().unwrap();
         assert!(

@@ -10,7 +10,7 @@ use missive_adapters::events::EventPublisher;
 use missive_adapters::outbox::Outbox;
 use missive_adapters::sql::Db;
 use missive_core::domain::Username;
-use missive_core::event::{CloudEvent, EventKind};
+use missive_core::event::{AttributesReader as _, CloudEvent, EventKind};
 use missive_testkit::Backends;
 use serde_json::json;
 use sqlx::Row;
@@ -33,7 +33,7 @@ impl EventPublisher for Recorder {
         if self.fail_at.is_some_and(|n| sent.len() + 1 >= n) {
             anyhow::bail!("the broker is down");
         }
-        sent.push((event.id.clone(), expires));
+        sent.push((event.id().to_owned(), expires));
         Ok(())
     }
 }
@@ -70,7 +70,7 @@ async fn leave_unpublished(app: &App, n: usize) -> Vec<String> {
             &alice,
             &json!({ "id": i.to_string() }),
         );
-        ids.push(event.id.clone());
+        ids.push(event.id().to_owned());
         let _left_unpublished = app.state.db.outbox_alone(event).await.unwrap();
     }
     ids

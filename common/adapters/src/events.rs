@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use axum::Router;
 use axum::body::Bytes;
 use http_body_util::{BodyExt, Full};
-use missive_core::event::CloudEvent;
+use missive_core::event::{AttributesReader as _, CloudEvent};
 use tower::ServiceExt;
 
 /// Sends events to whoever consumes them. Transport-neutral: in-process today, HTTP to a
@@ -52,7 +52,7 @@ impl EventPublisher for InProcessBus {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
         if sinks.is_empty() {
-            tracing::debug!(event.id = %event.id, event.r#type = %event.ty, "no in-process consumer");
+            tracing::debug!(event.id = %event.id(), event.r#type = %event.ty(), "no in-process consumer");
         }
         for (name, router) in sinks {
             let response = router
@@ -110,8 +110,8 @@ impl EventPublisher for HttpSink {
             http.request.method = "POST",
             url.full = %self.url,
             http.response.status_code = tracing::field::Empty,
-            cloudevents.event_id = %event.id,
-            cloudevents.event_type = %event.ty,
+            cloudevents.event_id = %event.id(),
+            cloudevents.event_type = %event.ty(),
         );
         let (mut parts, body) = http_binding::to_request(event, &self.url)?.into_parts();
         missive_telemetry::inject_headers(&span.context(), &mut parts.headers);
@@ -134,7 +134,7 @@ impl EventPublisher for HttpSink {
             1,
             &[opentelemetry::KeyValue::new(
                 "cloudevents.event_type",
-                event.ty.clone(),
+                event.ty().to_owned(),
             )],
         );
         Ok(())
@@ -168,7 +168,7 @@ impl EventPublisher for NoTransport {
     async fn publish(&self, event: &CloudEvent) -> anyhow::Result<()> {
         anyhow::bail!(
             "this function has no event transport; event {} stays in the outbox",
-            event.id
+            event.id()
         )
     }
 }

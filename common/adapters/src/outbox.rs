@@ -17,6 +17,7 @@ mod store;
 
 pub use store::{OutboxEntry, claim_event, insert, insert_one};
 
+use missive_core::event::AttributesReader as _;
 use missive_core::time::now_millis;
 
 use crate::events::EventPublisher;
@@ -114,7 +115,7 @@ impl Outbox {
         for entry in entries {
             // Stop at the first failure: later events must not overtake an earlier one.
             self.transport.publish(&entry.event).await?;
-            self.mark_sent_later(entry.event.id);
+            self.mark_sent_later(entry.event.id().to_owned());
         }
         Ok(())
     }
@@ -174,7 +175,7 @@ impl Outbox {
                 let mut failed = None;
                 for row in &rows {
                     match self.transport.publish(&row.event).await {
-                        Ok(()) => sent.push(row.event.id.clone()),
+                        Ok(()) => sent.push(row.event.id().to_owned()),
                         Err(err) => {
                             failed = Some(err);
                             break;

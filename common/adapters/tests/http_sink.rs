@@ -38,6 +38,7 @@ async fn receiver(status: StatusCode) -> (String, Received) {
 
 fn event() -> CloudEvent {
     serde_json::from_value(serde_json::json!({
+        "specversion": "1.0", "datacontenttype": "application/json",
         "id": "e-1", "source": "/functions/message-create",
         "type": "io.missive.message.created.v1", "subject": "alice",
         "time": "2026-12-02T10:00:00.000Z", "data": {"id": "7", "text": "ü"},
@@ -74,6 +75,10 @@ async fn a_sink_receives_the_event_in_binary_mode() {
     }
     let data: serde_json::Value = serde_json::from_slice(body).unwrap();
     assert_eq!(data, serde_json::json!({"id": "7", "text": "ü"}));
+    // What the CloudEvents SDK reads from the request is the event that was sent.
+    let mut read = cloudevents::binding::http::to_event(headers, body.to_vec()).unwrap();
+    read.set_data("application/json", data);
+    assert_eq!(read, event());
 }
 
 #[tokio::test]

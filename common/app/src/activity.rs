@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use missive_adapters::kv::{Kv, Subscription};
 use missive_core::domain::Username;
-use missive_core::event::{CloudEvent, EventKind};
+use missive_core::event::{AttributesReader as _, CloudEvent, EventExt as _, EventKind};
 use missive_core::time::{now_millis, rfc3339_millis};
 use missive_serve::ApiError;
 use serde::{Deserialize, Serialize};
@@ -84,7 +84,7 @@ impl ActivityLog {
         event: &CloudEvent,
         entry: &Entry,
     ) -> anyhow::Result<Recorded> {
-        let dedup_key = format!("seen:{}:{}", event.source, event.id);
+        let dedup_key = format!("seen:{}:{}", event.source(), event.id());
         if !self.kv.set_nx_ex(&dedup_key, "1", DEDUP_WINDOW).await? {
             return Ok(Recorded::Duplicate);
         }
@@ -127,25 +127,24 @@ impl ActivityLog {
 /// not a username is 400 `invalid_event` (permanent, dead-lettered).
 pub async fn record_event(state: &AppState, event: &CloudEvent) -> Result<(), ApiError> {
     let Some(kind) = event.kind().filter(|kind| RECORDED.contains(kind)) else {
-        tracing::debug!(event.r#type = %event.ty, "ignoring event type");
+        tracing::debug!(event.r#type = %event.ty(), "ignoring event type");
         return Ok(());
     };
     let user = event
-        .subject
-        .as_deref()
+        .subject()
         .and_then(|s| Username::parse(s).ok())
         .ok_or_else(|| ApiError::InvalidEvent("subject must be a username".into()))?;
     let entry = Entry {
         kind: kind.name().to_owned(),
-        at: event
-            .time
-            .clone()
-            .unwrap_or_else(|| rfc3339_millis(now_millis())),
-        detail: event.data.clone(),
+        at: event.time().map_or_else(
+            || rfc3339_millis(now_millis()),
+            missive_core::event::rfc3339,
+        ),
+        detail: event.json_data().map_err(ApiError::InvalidEvent)?,
     };
     match state.activity.record(&user, event, &entry).await? {
-        Recorded::New => tracing::debug!(event.id = %event.id, "recorded"),
-        Recorded::Duplicate => tracing::debug!(event.id = %event.id, "duplicate ignored"),
+        Recorded::New => tracing::debug!(event.id = %event.id(), "recorded"),
+        Recorded::Duplicate => tracing::debug!(event.id = %event.id(), "duplicate ignored"),
     }
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! Making our events: the catalogue's [`CloudEvent::missive`] in the trace of the work
+//! Making our events: the catalogue's [`EventKind::event`] in the trace of the work
 //! being handled.
 
 use missive_core::domain::Username;
@@ -15,5 +15,5 @@ pub fn new(
     data: &impl serde::Serialize,
 ) -> CloudEvent {
     let traceparent = missive_telemetry::current_traceparent().unwrap_or_else(new_traceparent);
-    CloudEvent::missive(kind, function, subject, data, traceparent)
+    kind.event(function, subject, data, traceparent)
 }

@@ -14,7 +14,8 @@ use missive_core::domain::{
     Cursor, IdempotencyKey, Limit, MessageId, MessageText, SearchQuery, Username,
 };
 use missive_core::event::{
-    CloudEvent, EventKind, MessageCreatedData, MessageDeletedData, MessageSubmittedData,
+    AttributesReader as _, AttributesWriter as _, CloudEvent, EventExt as _, EventKind, JSON,
+    MessageCreatedData, MessageDeletedData, MessageSubmittedData,
 };
 use missive_serve::ApiError;
 use serde::{Deserialize, Serialize};
@@ -81,12 +82,15 @@ fn message_created(function: &str, author: &Username) -> EventFor {
     );
     std::sync::Arc::new(move |message: &Message| {
         let mut event = template.clone();
-        event.id = uuid::Uuid::new_v4().to_string();
-        event.data = serde_json::to_value(MessageCreatedData {
-            id: message.id.clone(),
-            created_at: message.created_at.clone(),
-        })
-        .expect("BUG: event payloads serialize");
+        event.set_id(uuid::Uuid::new_v4().to_string());
+        event.set_data(
+            JSON,
+            serde_json::to_value(MessageCreatedData {
+                id: message.id.clone(),
+                created_at: message.created_at.clone(),
+            })
+            .expect("BUG: event payloads serialize"),
+        );
         event
     })
 }
@@ -131,23 +135,22 @@ pub async fn create(
 /// `invalid_event` for anything else; 422 for an unknown user or invalid text.
 pub async fn ingest(state: &AppState, function: &str, event: &CloudEvent) -> Result<(), ApiError> {
     let submitted_type = EventKind::MessageSubmitted.type_name();
-    if event.ty != submitted_type && event.ty != KAFKA_EVENT_TYPE {
+    if event.ty() != submitted_type && event.ty() != KAFKA_EVENT_TYPE {
         return Err(ApiError::InvalidEvent(format!(
             "expected {submitted_type}, got {}",
-            event.ty
+            event.ty()
         )));
     }
-    let submitted: MessageSubmittedData =
-        serde_json::from_value(event.data.clone()).map_err(|e| {
-            ApiError::InvalidEvent(format!("data must be {{\"username\", \"text\"}}: {e}"))
-        })?;
+    let submitted: MessageSubmittedData = event.json_data().map_err(|e| {
+        ApiError::InvalidEvent(format!("data must be {{\"username\", \"text\"}}: {e}"))
+    })?;
     let unknown_user = || ApiError::validation("unknown_user", "no user has this username");
     let username = Username::parse(&submitted.username).map_err(|_| unknown_user())?;
     let text = MessageText::parse(submitted.text)?;
     let created_event = message_created(function, &username);
     match state
         .messages
-        .ingest_message(&event.source, &event.id, &username, &text, created_event)
+        .ingest_message(event.source(), event.id(), &username, &text, created_event)
         .await?
     {
         Ingested::Created(written) => {
@@ -155,7 +158,7 @@ pub async fn ingest(state: &AppState, function: &str, event: &CloudEvent) -> Res
             created(state, entry, Publish::Background).await;
         }
         Ingested::Duplicate => {
-            tracing::debug!(event.id = %event.id, "duplicate submission ignored");
+            tracing::debug!(event.id = %event.id(), "duplicate submission ignored");
         }
         Ingested::UnknownUser => return Err(unknown_user()),
     }

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 
-use missive_core::event::CloudEvent;
+use missive_core::event::{AttributesReader as _, CloudEvent, EventExt as _};
 use missive_core::trace_context::valid_traceparent;
 use tracing::Instrument as _;
 
@@ -30,24 +30,22 @@ pub async fn handle_event<F: Future>(event: &CloudEvent, work: F) -> F::Output {
 pub fn handling_span(event: &CloudEvent) -> tracing::Span {
     let span = tracing::info_span!(
         "process event",
-        otel.name = format!("process {}", event.ty),
+        otel.name = format!("process {}", event.ty()),
         otel.kind = "consumer",
-        cloudevents.event_id = %event.id,
-        cloudevents.event_type = %event.ty,
-        cloudevents.event_source = %event.source,
-        cloudevents.event_subject = event.subject.as_deref(),
+        cloudevents.event_id = %event.id(),
+        cloudevents.event_type = %event.ty(),
+        cloudevents.event_source = %event.source(),
+        cloudevents.event_subject = event.subject(),
         cloudevents.event_spec_version = "1.0",
     );
-    if let Some(lag) = event
-        .time
-        .as_deref()
-        .and_then(missive_core::time::seconds_since)
-    {
+    if let Some(time) = event.time() {
+        // Seconds from the occurrence to now (0 for a clock ahead of ours).
+        let lag = (chrono::Utc::now() - *time).as_seconds_f64().max(0.0);
         crate::metrics::get().events_lag.record(
             lag,
             &[opentelemetry::KeyValue::new(
                 "cloudevents.event_type",
-                event.ty.clone(),
+                event.ty().to_owned(),
             )],
         );
     }

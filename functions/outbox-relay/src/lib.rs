@@ -11,6 +11,7 @@
 use missive_adapters::outbox::RelayReport;
 use missive_app::http::Event;
 use missive_app::{Function, Trigger};
+use missive_core::event::AttributesReader as _;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -43,13 +44,13 @@ async fn relay(
     State(state): State<AppState>,
     Event(event): Event,
 ) -> Result<Json<RelayReport>, ApiError> {
-    if event.ty != PING_TYPE {
+    if event.ty() != PING_TYPE {
         return Err(ApiError::InvalidEvent(format!(
             "expected {PING_TYPE}, got {}",
-            event.ty
+            event.ty()
         )));
     }
-    let holder = format!("{NAME}-{}", event.id);
+    let holder = format!("{NAME}-{}", event.id());
     let min_age = Duration::from_secs(state.config.outbox_relay_min_age_secs);
     let report = state.outbox.relay(&holder, min_age).await?;
     if report.published > 0 {

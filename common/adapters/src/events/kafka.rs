@@ -2,15 +2,24 @@
 //! <https://github.com/cloudevents/spec/blob/v1.0.2/cloudevents/bindings/kafka-protocol-binding.md>
 //! in binary mode when we write (`ce_*` headers, `content-type`, value = data, key = the
 //! subject, so one user's events stay in one partition and in order). Reading also
-//! accepts structured mode and plain JSON records, which get the attributes Knative's
+//! accepts structured mode and plain records, which get the attributes Knative's
 //! KafkaSource gives them (`dev.knative.kafka.event`, id `partition:<p>/offset:<o>`).
-
-use std::collections::BTreeMap;
+//!
+//! Records are read into and written from the SDK's event through its message traits
+//! ([`BinaryDeserializer`], [`BinarySerializer`]), by our own mapping to rdkafka 0.39's
+//! types. The SDK's `rdkafka` binding is not used: cloudevents-sdk 0.9 builds it on
+//! rdkafka 0.38 with `cmake-build` forced, so it would link a second librdkafka and the
+//! record types would not be ours. A release on rdkafka >= 0.39 that leaves the build
+//! features to us would let this module shrink to calls into it.
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
+use cloudevents::message::{
+    BinaryDeserializer, BinarySerializer, Encoding, MessageAttributeValue, MessageDeserializer,
+    StructuredDeserializer, StructuredSerializer,
+};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -18,13 +27,15 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 
-use missive_core::event::CloudEvent;
+use missive_core::event::{
+    AttributesReader as _, CloudEvent, Data, EventBuilder as _, EventBuilderV10, EventExt as _,
+    SpecVersion, TRACEPARENT,
+};
 use missive_telemetry::SpanExt as _;
 use opentelemetry::KeyValue;
 use tracing::Instrument as _;
 
 use super::EventPublisher;
-use super::http_binding;
 
 /// Domain events emitted by functions.
 pub const EVENTS_TOPIC: &str = "missive.events";
@@ -89,7 +100,7 @@ impl KafkaPublisher {
                     1,
                     &[
                         KeyValue::new("messaging.destination.name", topic.to_owned()),
-                        KeyValue::new("cloudevents.event_type", event.ty.clone()),
+                        KeyValue::new("cloudevents.event_type", event.ty().to_owned()),
                     ],
                 );
             }
@@ -112,14 +123,11 @@ impl KafkaPublisher {
         // and the trace reads request -> send -> process without a gap.
         let mut event = event.clone();
         if let Some(traceparent) = missive_telemetry::traceparent_of(&span.context()) {
-            event.extensions.insert(
-                "traceparent".to_owned(),
-                serde_json::Value::String(traceparent),
-            );
+            event.set_extension(TRACEPARENT, traceparent);
         }
         let event = &event;
         let (key, mut headers, payload) = to_record(event)?;
-        if let Some(serde_json::Value::String(traceparent)) = event.extensions.get("traceparent") {
+        if let Some(traceparent) = event.traceparent() {
             // Plain W3C header too, for consumers that know tracing but not CloudEvents.
             headers = headers.insert(header("traceparent", traceparent));
         }
@@ -181,12 +189,12 @@ fn producer_span(topic: &str, event: &CloudEvent) -> tracing::Span {
         messaging.destination.name = topic,
         messaging.operation.name = "send",
         messaging.operation.r#type = "send",
-        messaging.message.id = %event.id,
-        messaging.kafka.message.key = event.subject.as_deref(),
+        messaging.message.id = %event.id(),
+        messaging.kafka.message.key = event.subject(),
         messaging.destination.partition.id = tracing::field::Empty,
         messaging.kafka.offset = tracing::field::Empty,
-        cloudevents.event_id = %event.id,
-        cloudevents.event_type = %event.ty,
+        cloudevents.event_id = %event.id(),
+        cloudevents.event_type = %event.ty(),
         "error.type" = tracing::field::Empty,
     );
     missive_telemetry::join_trace(&span, event.traceparent());
@@ -195,30 +203,61 @@ fn producer_span(topic: &str, event: &CloudEvent) -> tracing::Span {
 
 /// Binary-mode record parts of `event`: key, headers, value.
 pub fn to_record(event: &CloudEvent) -> anyhow::Result<(String, OwnedHeaders, Vec<u8>)> {
-    let mut headers = OwnedHeaders::new()
-        .insert(header("ce_specversion", "1.0"))
-        .insert(header("ce_id", &event.id))
-        .insert(header("ce_source", &event.source))
-        .insert(header("ce_type", &event.ty))
-        .insert(header("content-type", "application/json"));
-    if let Some(subject) = &event.subject {
-        headers = headers.insert(header("ce_subject", subject));
+    let key = event.subject().unwrap_or_default().to_owned();
+    let (headers, value) = event
+        .clone()
+        .deserialize_binary(RecordWriter(OwnedHeaders::new()))
+        .map_err(|e| anyhow::anyhow!("writing the record: {e}"))?;
+    Ok((key, headers, value))
+}
+
+/// Writes the SDK's event as `ce_*` headers and a value (the binary mode of the Kafka
+/// binding). `time` keeps the `Z` form with milliseconds our records have always had.
+struct RecordWriter(OwnedHeaders);
+
+impl RecordWriter {
+    fn with(self, key: &str, value: &str) -> Self {
+        Self(self.0.insert(header(key, value)))
     }
-    if let Some(time) = &event.time {
-        headers = headers.insert(header("ce_time", time));
+}
+
+impl BinarySerializer<(OwnedHeaders, Vec<u8>)> for RecordWriter {
+    fn set_spec_version(self, version: SpecVersion) -> cloudevents::message::Result<Self> {
+        Ok(self.with("ce_specversion", version.as_str()))
     }
-    for (name, value) in &event.extensions {
-        let value = match value {
-            serde_json::Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        headers = headers.insert(Header {
-            key: &format!("ce_{name}"),
-            value: Some(value.as_bytes()),
-        });
+
+    fn set_attribute(
+        self,
+        name: &str,
+        value: MessageAttributeValue,
+    ) -> cloudevents::message::Result<Self> {
+        Ok(match (name, value) {
+            ("datacontenttype", value) => self.with("content-type", &value.to_string()),
+            (_, MessageAttributeValue::DateTime(time)) => {
+                self.with(&format!("ce_{name}"), &missive_core::event::rfc3339(&time))
+            }
+            (_, value) => self.with(&format!("ce_{name}"), &value.to_string()),
+        })
     }
-    let key = event.subject.clone().unwrap_or_default();
-    Ok((key, headers, serde_json::to_vec(&event.data)?))
+
+    fn set_extension(
+        self,
+        name: &str,
+        value: MessageAttributeValue,
+    ) -> cloudevents::message::Result<Self> {
+        Ok(self.with(&format!("ce_{name}"), &value.to_string()))
+    }
+
+    fn end_with_data(
+        self,
+        bytes: Vec<u8>,
+    ) -> cloudevents::message::Result<(OwnedHeaders, Vec<u8>)> {
+        Ok((self.0, bytes))
+    }
+
+    fn end(self) -> cloudevents::message::Result<(OwnedHeaders, Vec<u8>)> {
+        Ok((self.0, Vec::new()))
+    }
 }
 
 fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a [u8]> {
@@ -228,66 +267,173 @@ fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a [u8]> {
     }
 }
 
-/// Reads a record as a CloudEvent: binary mode (`ce_` headers), structured mode
+/// Reads a record as the SDK's event: binary mode (`ce_` headers), structured mode
 /// (`content-type: application/cloudevents+json`), or a plain record wrapped the way
-/// KafkaSource wraps it. `Err` says why a record is not an event (it goes to the DLQ).
+/// KafkaSource wraps it. The data is kept as the record's bytes, whatever they are: a
+/// handler decides whether it can use them, and a dead-lettered event carries them
+/// unchanged. `Err` says why a record is not an event (it goes to the DLQ).
 pub fn from_record<M: Message>(record: &M) -> Result<CloudEvent, String> {
-    let mut headers = BTreeMap::new();
-    if let Some(hs) = record.headers() {
-        for h in hs.iter() {
-            if let Some(value) = h.value {
-                let value = std::str::from_utf8(value)
-                    .map_err(|_| format!("header {} is not UTF-8", h.key))?;
-                headers.insert(h.key.to_ascii_lowercase(), value.to_owned());
-            }
+    let reader = RecordReader::new(record)?;
+    let event = match reader.encoding() {
+        Encoding::BINARY | Encoding::STRUCTURED => {
+            MessageDeserializer::into_event(reader).map_err(|e| describe(&e))?
         }
-    }
-    let payload = record.payload().unwrap_or_default();
-    let content_type = headers
-        .get("content-type")
-        .map(String::as_str)
-        .unwrap_or("");
-    let mut http = http::HeaderMap::new();
-    if content_type.starts_with("application/cloudevents+json") {
-        http.insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/cloudevents+json"),
-        );
-        return http_binding::from_request(&http, payload).map_err(|e| e.0);
-    }
-    if headers.contains_key("ce_specversion") {
-        for (name, value) in &headers {
-            let name = match name.strip_prefix("ce_") {
-                Some(attr) => format!("ce-{attr}"),
-                None if name == "content-type" => name.clone(),
-                None => continue,
-            };
-            let name = http::HeaderName::try_from(name).map_err(|e| e.to_string())?;
-            let value = http::HeaderValue::try_from(value).map_err(|e| e.to_string())?;
-            http.insert(name, value);
-        }
-        return http_binding::from_request(&http, payload).map_err(|e| e.0);
-    }
-    // Not a CloudEvent: what KafkaSource makes of it.
-    let data = serde_json::from_slice(payload).unwrap_or_else(|_| {
-        serde_json::Value::String(String::from_utf8_lossy(payload).into_owned())
-    });
-    Ok(CloudEvent {
-        id: format!(
+        _ => wrap_plain(record),
+    };
+    event.check()?;
+    Ok(event)
+}
+
+/// A record as KafkaSource wraps one that is not a CloudEvent: type
+/// `dev.knative.kafka.event`, id `partition:<p>/offset:<o>`, the key as subject, the value
+/// as data, byte for byte. Also how a record that cannot be read is dead-lettered.
+pub fn wrap_plain<M: Message>(record: &M) -> CloudEvent {
+    let mut builder = EventBuilderV10::new()
+        .id(format!(
             "partition:{}/offset:{}",
             record.partition(),
             record.offset()
-        ),
-        source: format!("/kafka/{}", record.topic()),
-        ty: KAFKA_EVENT_TYPE.to_owned(),
-        subject: record
-            .key()
-            .and_then(|k| std::str::from_utf8(k).ok())
-            .map(str::to_owned),
-        time: None,
-        data,
-        extensions: BTreeMap::new(),
-    })
+        ))
+        .source(format!("/kafka/{}", record.topic()))
+        .ty(KAFKA_EVENT_TYPE);
+    if let Some(key) = record.key().and_then(|k| std::str::from_utf8(k).ok()) {
+        builder = builder.subject(key);
+    }
+    let mut event = builder.build().expect("BUG: id, source and type are set");
+    if let Some(payload) = record.payload().filter(|p| !p.is_empty()) {
+        event.set_data_unchecked(Data::Binary(payload.to_vec()));
+    }
+    event
+}
+
+/// A record's CloudEvents headers (`ce_*`, lower-cased, and `content-type`) as text, and
+/// its value, for the SDK's message traits.
+struct RecordReader<'a> {
+    headers: Vec<(String, String)>,
+    value: &'a [u8],
+}
+
+impl<'a> RecordReader<'a> {
+    fn new<M: Message>(record: &'a M) -> Result<Self, String> {
+        let mut headers = Vec::new();
+        for h in record.headers().into_iter().flat_map(|hs| hs.iter()) {
+            let key = h.key.to_ascii_lowercase();
+            if !(key.starts_with("ce_") || key == "content-type") {
+                continue;
+            }
+            let value = std::str::from_utf8(h.value.unwrap_or_default())
+                .map_err(|_| format!("header {} is not UTF-8", h.key))?;
+            headers.push((key, value.to_owned()));
+        }
+        let reader = Self {
+            headers,
+            value: record.payload().unwrap_or_default(),
+        };
+        if reader.encoding() == Encoding::BINARY {
+            check_specversion(reader.get("ce_specversion"))?;
+            for required in ["ce_id", "ce_source", "ce_type"] {
+                if reader.get(required).is_none() {
+                    return Err(format!("missing header {required}"));
+                }
+            }
+        }
+        Ok(reader)
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl MessageDeserializer for RecordReader<'_> {
+    fn encoding(&self) -> Encoding {
+        if self.get("content-type").is_some_and(|ct| {
+            ct.to_ascii_lowercase()
+                .starts_with("application/cloudevents+json")
+        }) {
+            Encoding::STRUCTURED
+        } else if self.get("ce_specversion").is_some() {
+            Encoding::BINARY
+        } else {
+            Encoding::UNKNOWN
+        }
+    }
+}
+
+impl BinaryDeserializer for RecordReader<'_> {
+    fn deserialize_binary<R: Sized, V: BinarySerializer<R>>(
+        self,
+        mut visitor: V,
+    ) -> cloudevents::message::Result<R> {
+        let version = SpecVersion::try_from(self.get("ce_specversion").unwrap_or_default())?;
+        let attributes = version.attribute_names();
+        visitor = visitor.set_spec_version(version)?;
+        for (key, value) in &self.headers {
+            let Some(name) = key.strip_prefix("ce_") else {
+                continue;
+            };
+            if name == "specversion" {
+                continue;
+            }
+            let value = MessageAttributeValue::String(value.clone());
+            visitor = if attributes.contains(&name) {
+                visitor.set_attribute(name, value)?
+            } else {
+                visitor.set_extension(name, value)?
+            };
+        }
+        if let Some(content_type) = self.get("content-type") {
+            visitor = visitor.set_attribute(
+                "datacontenttype",
+                MessageAttributeValue::String(content_type.to_owned()),
+            )?;
+        }
+        if self.value.is_empty() {
+            visitor.end()
+        } else {
+            visitor.end_with_data(self.value.to_vec())
+        }
+    }
+}
+
+impl StructuredDeserializer for RecordReader<'_> {
+    fn deserialize_structured<R: Sized, V: StructuredSerializer<R>>(
+        self,
+        visitor: V,
+    ) -> cloudevents::message::Result<R> {
+        let refuse = |why: String| cloudevents::message::Error::Other { source: why.into() };
+        let value = serde_json::from_slice::<serde_json::Value>(self.value)
+            .map_err(|e| refuse(format!("structured event is not JSON: {e}")))?;
+        match value.get("specversion") {
+            None => check_specversion(None),
+            Some(serde_json::Value::String(version)) => check_specversion(Some(version)),
+            Some(_) => Err("specversion must be a string".into()),
+        }
+        .map_err(refuse)?;
+        visitor.set_structured_event(self.value.to_vec())
+    }
+}
+
+fn check_specversion(version: Option<&str>) -> Result<(), String> {
+    match version {
+        Some(v) if v == SpecVersion::V10.as_str() => Ok(()),
+        Some(other) => Err(format!("unsupported specversion {other}")),
+        None => Err("missing specversion".into()),
+    }
+}
+
+/// The SDK's reason, in our words where it has a clearer one.
+fn describe(error: &cloudevents::message::Error) -> String {
+    use cloudevents::message::Error;
+    match error {
+        Error::Other { source } => source.to_string(),
+        Error::SerdeJsonError { source } => format!("invalid structured event: {source}"),
+        other => super::http_binding::describe(other),
+    }
 }
 
 /// Creates `topics` if missing (the broker may not auto-create them).
@@ -313,24 +459,24 @@ pub async fn ensure_topics(brokers: &str, topics: &[&str], partitions: i32) -> a
 #[cfg(test)]
 mod tests {
     use super::*;
+    use missive_core::event::ExtensionValue;
     use rdkafka::Timestamp;
     use rdkafka::message::OwnedMessage;
 
     fn event() -> CloudEvent {
-        let mut event = CloudEvent {
-            id: "42".into(),
-            source: "/functions/message-create".into(),
-            ty: "io.missive.message.created.v1".into(),
-            subject: Some("alice".into()),
-            time: Some("2026-12-02T10:00:00.123Z".into()),
-            data: serde_json::json!({"id": "7"}),
-            extensions: BTreeMap::new(),
-        };
-        event.extensions.insert(
-            "traceparent".into(),
-            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
-        );
-        event
+        EventBuilderV10::new()
+            .id("42")
+            .source("/functions/message-create")
+            .ty("io.missive.message.created.v1")
+            .subject("zoë")
+            .time("2026-12-02T10:00:00.123Z")
+            .extension(
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            )
+            .data("application/json", br#"{"id":"7"}"#.to_vec())
+            .build()
+            .expect("event")
     }
 
     fn record(key: Option<&str>, headers: OwnedHeaders, payload: &[u8]) -> OwnedMessage {
@@ -345,11 +491,27 @@ mod tests {
         )
     }
 
+    fn header_value<'a>(headers: &'a OwnedHeaders, key: &str) -> Option<&'a str> {
+        headers
+            .iter()
+            .find(|h| h.key == key)
+            .and_then(|h| std::str::from_utf8(h.value?).ok())
+    }
+
     #[test]
     fn binary_records_round_trip_with_the_subject_as_key() {
         let sent = event();
         let (key, headers, value) = to_record(&sent).expect("record");
-        assert_eq!(key, "alice");
+        assert_eq!(key, "zoë");
+        assert_eq!(
+            header_value(&headers, "ce_time"),
+            Some("2026-12-02T10:00:00.123Z")
+        );
+        assert_eq!(
+            header_value(&headers, "content-type"),
+            Some("application/json")
+        );
+        assert_eq!(value, br#"{"id":"7"}"#);
         let read = from_record(&record(Some(&key), headers, &value)).expect("event");
         assert_eq!(read, sent);
     }
@@ -358,10 +520,17 @@ mod tests {
     fn structured_records_are_read_whole() {
         let headers =
             OwnedHeaders::new().insert(header("content-type", "application/cloudevents+json"));
-        let mut body = serde_json::to_value(event()).expect("json");
-        body["specversion"] = "1.0".into();
+        let body = serde_json::json!({
+            "specversion": "1.0", "id": "42", "source": "/functions/message-create",
+            "type": "io.missive.message.created.v1", "subject": "zoë",
+            "time": "2026-12-02T10:00:00.123Z", "datacontenttype": "text/plain",
+            "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "count": 7, "data": "words"
+        });
         let read = from_record(&record(None, headers, body.to_string().as_bytes())).expect("event");
-        assert_eq!(read, event());
+        assert_eq!(read.subject(), Some("zoë"));
+        assert_eq!(read.data(), Some(&Data::String("words".into())));
+        assert_eq!(read.extension("count"), Some(&ExtensionValue::Integer(7)));
     }
 
     #[test]
@@ -372,45 +541,74 @@ mod tests {
             br#"{"username":"alice","text":"hi"}"#,
         ))
         .expect("event");
-        assert_eq!(read.id, "partition:3/offset:17");
-        assert_eq!(read.source, "/kafka/missive.inbox");
-        assert_eq!(read.ty, KAFKA_EVENT_TYPE);
-        assert_eq!(read.subject.as_deref(), Some("alice"));
+        assert_eq!(read.id(), "partition:3/offset:17");
+        assert_eq!(read.source(), "/kafka/missive.inbox");
+        assert_eq!(read.ty(), KAFKA_EVENT_TYPE);
+        assert_eq!(read.subject(), Some("alice"));
         assert_eq!(
-            read.data,
-            serde_json::json!({"username": "alice", "text": "hi"})
+            read.json_data::<serde_json::Value>(),
+            Ok(serde_json::json!({"username": "alice", "text": "hi"}))
         );
-        // Not JSON: the bytes as text.
+        // Not JSON: the bytes as they are.
         let read = from_record(&record(None, OwnedHeaders::new(), b"plain \xff")).expect("event");
-        assert_eq!(read.data, serde_json::json!("plain \u{fffd}"));
-        assert_eq!(read.subject, None);
+        assert_eq!(read.data(), Some(&Data::Binary(b"plain \xff".to_vec())));
+        assert_eq!(read.subject(), None);
     }
 
     #[test]
-    fn bad_binary_records_say_why() {
+    fn bad_records_say_why() {
         let (_, headers, value) = to_record(&event()).expect("record");
-        // Without ce_id: the binding's error names the attribute.
-        let without_id =
+        let without = |name: &str| {
             headers
                 .iter()
-                .filter(|h| h.key != "ce_id")
+                .filter(|h| h.key != name)
                 .fold(OwnedHeaders::new(), |hs, h| {
                     hs.insert(Header {
                         key: h.key,
                         value: h.value,
                     })
-                });
-        let err = from_record(&record(None, without_id, &value)).expect_err("no id");
-        assert_eq!(err, "missing header ce-id");
-        // A header value that is not UTF-8.
+                })
+        };
+        let err = from_record(&record(None, without("ce_id"), &value)).expect_err("no id");
+        assert_eq!(err, "missing header ce_id");
+        let v03 = without("ce_specversion").insert(header("ce_specversion", "0.3"));
+        let err = from_record(&record(None, v03, &value)).expect_err("0.3");
+        assert_eq!(err, "unsupported specversion 0.3");
+        let bad_time = without("ce_time").insert(header("ce_time", "yesterday"));
+        let err = from_record(&record(None, bad_time, &value)).expect_err("time");
+        assert_eq!(err, "time must be RFC 3339");
+        // A CloudEvents header value that is not UTF-8.
         let bad = headers.clone().insert(Header {
             key: "ce_subject2",
             value: Some(&[0xff_u8, 0xfe][..]),
         });
         let err = from_record(&record(None, bad, &value)).expect_err("not UTF-8");
         assert_eq!(err, "header ce_subject2 is not UTF-8");
-        // Data that is not JSON under a JSON content type.
-        let err = from_record(&record(None, headers, b"{oops")).expect_err("bad data");
-        assert!(err.starts_with("event data is not JSON"), "{err}");
+        // Structured records that are not events.
+        let structured =
+            || OwnedHeaders::new().insert(header("content-type", "application/cloudevents+json"));
+        let err = from_record(&record(None, structured(), b"{oops")).expect_err("not JSON");
+        assert!(err.starts_with("structured event is not JSON"), "{err}");
+        let err =
+            from_record(&record(None, structured(), br#"{"specversion":"2.0"}"#)).expect_err("2.0");
+        assert_eq!(err, "unsupported specversion 2.0");
+        let err = from_record(&record(
+            None,
+            structured(),
+            br#"{"specversion":"1.0","id":"1","type":"t"}"#,
+        ))
+        .expect_err("no source");
+        assert!(
+            err.starts_with("invalid structured event: missing field `source`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn data_that_is_not_json_is_kept_for_the_handler_to_refuse() {
+        let (_, headers, _) = to_record(&event()).expect("record");
+        let read = from_record(&record(None, headers, b"{oops")).expect("kept");
+        assert_eq!(read.data(), Some(&Data::Binary(b"{oops".to_vec())));
+        assert!(read.json_data::<serde_json::Value>().is_err());
     }
 }

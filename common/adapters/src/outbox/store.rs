@@ -2,7 +2,7 @@
 
 use sqlx::{AnyConnection, Row};
 
-use missive_core::event::CloudEvent;
+use missive_core::event::{AttributesReader as _, CloudEvent};
 use missive_core::time::now_millis;
 
 use crate::sql::traced::{self, query, query_built};
@@ -30,7 +30,7 @@ pub async fn insert(
     let now = now_millis();
     let rows = events
         .iter()
-        .map(|event| Ok((event.id.clone(), serde_json::to_string(event)?)))
+        .map(|event| Ok((event.id().to_owned(), serde_json::to_string(event)?)))
         .collect::<anyhow::Result<Vec<(String, String)>>>()?;
     for chunk in rows.chunks(MAX_PARAMS / 3) {
         let sql = format!(
@@ -141,7 +141,7 @@ impl Db {
             .map(|row| {
                 let event: String = row.try_get(0)?;
                 Ok(OutboxEntry {
-                    event: serde_json::from_str(&event)?,
+                    event: decode(&event)?,
                 })
             })
             .collect()
@@ -162,5 +162,49 @@ impl Db {
             .execute(&mut *traced::acquire(self.writer()).await?)
             .await?;
         Ok(done.rows_affected())
+    }
+}
+
+/// An outbox row's event. Rows are the SDK's JSON event format; rows written before the
+/// model was the SDK's (issue 16) lack `specversion` and are read as 1.0, so events
+/// waiting in the outbox across that upgrade are still relayed.
+fn decode(stored: &str) -> anyhow::Result<CloudEvent> {
+    if let Ok(event) = serde_json::from_str(stored) {
+        return Ok(event);
+    }
+    let mut value: serde_json::Value = serde_json::from_str(stored)?;
+    if let Some(object) = value.as_object_mut()
+        && !object.contains_key("specversion")
+    {
+        object.insert("specversion".into(), "1.0".into());
+    }
+    Ok(serde_json::from_value(value)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use missive_core::event::{Data, EventExt as _};
+
+    #[test]
+    fn rows_from_before_the_sdk_model_are_still_read() {
+        let old = r#"{"id":"9","source":"/functions/message-create",
+            "type":"io.missive.message.created.v1","subject":"alice",
+            "time":"2026-12-01T10:00:00.123Z","data":{"id":"7"},
+            "traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}"#;
+        let event = decode(old).expect("old row");
+        assert_eq!(event.id(), "9");
+        assert_eq!(event.subject(), Some("alice"));
+        assert_eq!(
+            event.data(),
+            Some(&Data::Json(serde_json::json!({"id": "7"})))
+        );
+        assert_eq!(
+            event.traceparent(),
+            Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        );
+        let stored = serde_json::to_string(&event).expect("row");
+        assert_eq!(decode(&stored).expect("new row"), event);
+        assert!(decode(r#"{"specversion":"0.2","id":"1"}"#).is_err());
     }
 }
