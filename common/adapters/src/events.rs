@@ -4,6 +4,7 @@
 //!
 //! The event model and the catalogue are `missive_core::event`.
 
+mod binary_mode;
 pub mod http_binding;
 pub mod kafka;
 

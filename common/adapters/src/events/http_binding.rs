@@ -1,21 +1,22 @@
 //! The CloudEvents HTTP binding
-//! (<https://github.com/cloudevents/spec/blob/v1.0.2/cloudevents/bindings/http-protocol-binding.md>)
-//! through the CloudEvents SDK's `http-binding`: binary mode (attributes in `ce-*`
-//! headers, body = data) and structured mode (the whole event as
-//! `application/cloudevents+json`). Knative Eventing delivers both; we send binary mode.
+//! (<https://github.com/cloudevents/spec/blob/v1.0.2/cloudevents/bindings/http-protocol-binding.md>):
+//! binary mode (attributes in `ce-*` headers, percent-encoded; body = data) and
+//! structured mode (the whole event as `application/cloudevents+json`, the SDK's JSON
+//! event format). Knative Eventing delivers both; we send binary mode. See
+//! [`super::binary_mode`] for how headers map to the SDK's event, and why not through
+//! the SDK's own HTTP binding.
 //!
 //! Reading takes headers and a body already read within the function's body limit (the
-//! SDK's own axum extractor reads without one), so no binding code can be made to read an
-//! unbounded body. Before the SDK sees a request we check what it would report poorly
-//! or not at all (which attribute is missing, a specversion other than 1.0, a header that
-//! is not text), so a producer is told exactly what to fix.
+//! SDK's axum extractor reads without one), so no binding code can be made to read an
+//! unbounded body.
 
 use axum::body::Body;
 use axum::extract::Request;
-use cloudevents::binding::http::to_event;
-use http::{HeaderMap, HeaderValue, Method, header};
-use missive_core::event::{AttributesReader as _, CloudEvent, EventExt as _, SpecVersion};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, header};
+use missive_core::event::{CloudEvent, EventExt as _, SpecVersion};
 use serde::Deserialize as _;
+
+use super::binary_mode::{self, HTTP};
 
 /// Why a request is not a CloudEvent we accept; the HTTP edge answers 400
 /// `invalid_event` with this text.
@@ -27,23 +28,14 @@ fn invalid(message: impl Into<String>) -> InvalidEvent {
     InvalidEvent(message.into())
 }
 
-/// `event` as a binary-mode HTTP POST to `uri`, written by the SDK.
+/// `event` as a binary-mode HTTP POST to `uri`.
 pub fn to_request(event: &CloudEvent, uri: &str) -> anyhow::Result<Request> {
-    let written: http::Request<Option<Vec<u8>>> = http::Request::try_from(event.clone())?;
-    let (mut parts, body) = written.into_parts();
-    parts.method = Method::POST;
-    parts.uri = uri.parse()?;
-    // The SDK writes `time` as `+00:00`; our events have always said `Z` (both RFC 3339).
-    if let Some(time) = event.time() {
-        parts.headers.insert(
-            "ce-time",
-            HeaderValue::from_str(&missive_core::event::rfc3339(time))?,
-        );
+    let (headers, body) = binary_mode::write(HTTP, event).map_err(anyhow::Error::msg)?;
+    let mut request = Request::builder().method(Method::POST).uri(uri);
+    for (name, value) in headers {
+        request = request.header(HeaderName::try_from(name)?, HeaderValue::try_from(value)?);
     }
-    Ok(Request::from_parts(
-        parts,
-        Body::from(body.unwrap_or_default()),
-    ))
+    Ok(request.body(Body::from(body))?)
 }
 
 /// Reads an event from an HTTP request in either mode. A batch
@@ -62,68 +54,39 @@ pub fn from_request(headers: &HeaderMap, body: &[u8]) -> Result<CloudEvent, Inva
     } else if content_type.starts_with("application/cloudevents+json") {
         from_structured(body)?
     } else {
-        from_binary(headers, body)?
+        let headers = headers
+            .iter()
+            .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()));
+        binary_mode::read(HTTP, headers, body).map_err(InvalidEvent)?
     };
     event.check().map_err(InvalidEvent)?;
     Ok(event)
 }
 
 /// Structured mode: the SDK's JSON event format, after our check of `specversion`.
-fn from_structured(body: &[u8]) -> Result<CloudEvent, InvalidEvent> {
+pub(crate) fn from_structured(body: &[u8]) -> Result<CloudEvent, InvalidEvent> {
     let value: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| invalid(format!("structured event is not JSON: {e}")))?;
     let object = value
         .as_object()
         .ok_or_else(|| invalid("structured event must be an object"))?;
     match object.get("specversion") {
-        None => check_specversion(None)?,
-        Some(serde_json::Value::String(version)) => check_specversion(Some(version))?,
+        Some(serde_json::Value::String(v)) if v == SpecVersion::V10.as_str() => {}
+        Some(serde_json::Value::String(other)) => {
+            return Err(invalid(format!("unsupported specversion {other}")));
+        }
         Some(_) => return Err(invalid("specversion must be a string")),
+        None => return Err(invalid("missing specversion")),
     }
     CloudEvent::deserialize(value).map_err(|e| invalid(format!("invalid structured event: {e}")))
-}
-
-/// Binary mode: the SDK reads `ce-*` headers and the body, after our checks.
-fn from_binary(headers: &HeaderMap, body: &[u8]) -> Result<CloudEvent, InvalidEvent> {
-    for (name, value) in headers {
-        if (name.as_str().starts_with("ce-") || name == header::CONTENT_TYPE)
-            && value.to_str().is_err()
-        {
-            return Err(invalid(format!("{name} is not ASCII")));
-        }
-    }
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    check_specversion(text("ce-specversion"))?;
-    for required in ["ce-id", "ce-source", "ce-type"] {
-        if text(required).is_none() {
-            return Err(invalid(format!("missing header {required}")));
-        }
-    }
-    to_event(headers, body.to_vec()).map_err(|e| invalid(describe(&e)))
-}
-
-fn check_specversion(version: Option<&str>) -> Result<(), InvalidEvent> {
-    match version {
-        Some(v) if v == SpecVersion::V10.as_str() => Ok(()),
-        Some(other) => Err(invalid(format!("unsupported specversion {other}"))),
-        None => Err(invalid("missing specversion")),
-    }
-}
-
-/// The SDK's reason, in our words where it has a clearer one.
-pub(crate) fn describe(error: &cloudevents::message::Error) -> String {
-    use cloudevents::message::Error;
-    match error {
-        Error::ParseTimeError { .. } => "time must be RFC 3339".into(),
-        Error::ParseUrlError { .. } => "dataschema must be an absolute URI".into(),
-        other => other.to_string(),
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use missive_core::event::{Data, EventBuilder as _, EventBuilderV10, ExtensionValue};
+    use missive_core::event::{
+        AttributesReader as _, Data, EventBuilder as _, EventBuilderV10, ExtensionValue,
+    };
 
     const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 

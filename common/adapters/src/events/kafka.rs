@@ -5,21 +5,17 @@
 //! accepts structured mode and plain records, which get the attributes Knative's
 //! KafkaSource gives them (`dev.knative.kafka.event`, id `partition:<p>/offset:<o>`).
 //!
-//! Records are read into and written from the SDK's event through its message traits
-//! ([`BinaryDeserializer`], [`BinarySerializer`]), by our own mapping to rdkafka 0.39's
-//! types. The SDK's `rdkafka` binding is not used: cloudevents-sdk 0.9 builds it on
-//! rdkafka 0.38 with `cmake-build` forced, so it would link a second librdkafka and the
-//! record types would not be ours. A release on rdkafka >= 0.39 that leaves the build
-//! features to us would let this module shrink to calls into it.
+//! Binary-mode records are read into and written from the SDK's event by
+//! [`super::binary_mode`], structured ones by the SDK's JSON event format. The SDK's own
+//! `rdkafka` binding is not used: cloudevents-sdk 0.9 builds it on rdkafka 0.38 with
+//! `cmake-build` forced, so it would link a second librdkafka and its record types would
+//! not be ours (and its reader unwraps header values). A release on rdkafka >= 0.39 that
+//! leaves the build features to us would let this module shrink to calls into it.
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
-use cloudevents::message::{
-    BinaryDeserializer, BinarySerializer, Encoding, MessageAttributeValue, MessageDeserializer,
-    StructuredDeserializer, StructuredSerializer,
-};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -29,13 +25,14 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use missive_core::event::{
     AttributesReader as _, CloudEvent, Data, EventBuilder as _, EventBuilderV10, EventExt as _,
-    SpecVersion, TRACEPARENT,
+    TRACEPARENT,
 };
 use missive_telemetry::SpanExt as _;
 use opentelemetry::KeyValue;
 use tracing::Instrument as _;
 
-use super::EventPublisher;
+use super::binary_mode::{self, KAFKA};
+use super::{EventPublisher, http_binding};
 
 /// Domain events emitted by functions.
 pub const EVENTS_TOPIC: &str = "missive.events";
@@ -204,60 +201,13 @@ fn producer_span(topic: &str, event: &CloudEvent) -> tracing::Span {
 /// Binary-mode record parts of `event`: key, headers, value.
 pub fn to_record(event: &CloudEvent) -> anyhow::Result<(String, OwnedHeaders, Vec<u8>)> {
     let key = event.subject().unwrap_or_default().to_owned();
-    let (headers, value) = event
-        .clone()
-        .deserialize_binary(RecordWriter(OwnedHeaders::new()))
-        .map_err(|e| anyhow::anyhow!("writing the record: {e}"))?;
+    let (headers, value) = binary_mode::write(KAFKA, event).map_err(anyhow::Error::msg)?;
+    let headers = headers
+        .iter()
+        .fold(OwnedHeaders::new(), |all, (name, value)| {
+            all.insert(header(name, value))
+        });
     Ok((key, headers, value))
-}
-
-/// Writes the SDK's event as `ce_*` headers and a value (the binary mode of the Kafka
-/// binding). `time` keeps the `Z` form with milliseconds our records have always had.
-struct RecordWriter(OwnedHeaders);
-
-impl RecordWriter {
-    fn with(self, key: &str, value: &str) -> Self {
-        Self(self.0.insert(header(key, value)))
-    }
-}
-
-impl BinarySerializer<(OwnedHeaders, Vec<u8>)> for RecordWriter {
-    fn set_spec_version(self, version: SpecVersion) -> cloudevents::message::Result<Self> {
-        Ok(self.with("ce_specversion", version.as_str()))
-    }
-
-    fn set_attribute(
-        self,
-        name: &str,
-        value: MessageAttributeValue,
-    ) -> cloudevents::message::Result<Self> {
-        Ok(match (name, value) {
-            ("datacontenttype", value) => self.with("content-type", &value.to_string()),
-            (_, MessageAttributeValue::DateTime(time)) => {
-                self.with(&format!("ce_{name}"), &missive_core::event::rfc3339(&time))
-            }
-            (_, value) => self.with(&format!("ce_{name}"), &value.to_string()),
-        })
-    }
-
-    fn set_extension(
-        self,
-        name: &str,
-        value: MessageAttributeValue,
-    ) -> cloudevents::message::Result<Self> {
-        Ok(self.with(&format!("ce_{name}"), &value.to_string()))
-    }
-
-    fn end_with_data(
-        self,
-        bytes: Vec<u8>,
-    ) -> cloudevents::message::Result<(OwnedHeaders, Vec<u8>)> {
-        Ok((self.0, bytes))
-    }
-
-    fn end(self) -> cloudevents::message::Result<(OwnedHeaders, Vec<u8>)> {
-        Ok((self.0, Vec::new()))
-    }
 }
 
 fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a [u8]> {
@@ -273,13 +223,33 @@ fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a [u8]> {
 /// handler decides whether it can use them, and a dead-lettered event carries them
 /// unchanged. `Err` says why a record is not an event (it goes to the DLQ).
 pub fn from_record<M: Message>(record: &M) -> Result<CloudEvent, String> {
-    let reader = RecordReader::new(record)?;
-    let event = match reader.encoding() {
-        Encoding::BINARY | Encoding::STRUCTURED => {
-            MessageDeserializer::into_event(reader).map_err(|e| describe(&e))?
-        }
-        _ => wrap_plain(record),
+    let headers: Vec<(String, Vec<u8>)> = record
+        .headers()
+        .into_iter()
+        .flat_map(|hs| hs.iter())
+        .map(|h| {
+            (
+                h.key.to_ascii_lowercase(),
+                h.value.unwrap_or_default().to_vec(),
+            )
+        })
+        .collect();
+    let text = |name: &str| {
+        headers
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).to_ascii_lowercase())
     };
+    let payload = record.payload().unwrap_or_default();
+    let event =
+        if text("content-type").is_some_and(|ct| ct.starts_with("application/cloudevents+json")) {
+            http_binding::from_structured(payload).map_err(|e| e.0)?
+        } else if text("ce_specversion").is_some() {
+            binary_mode::read(KAFKA, headers, payload)?
+        } else {
+            wrap_plain(record)
+        };
     event.check()?;
     Ok(event)
 }
@@ -304,136 +274,6 @@ pub fn wrap_plain<M: Message>(record: &M) -> CloudEvent {
         event.set_data_unchecked(Data::Binary(payload.to_vec()));
     }
     event
-}
-
-/// A record's CloudEvents headers (`ce_*`, lower-cased, and `content-type`) as text, and
-/// its value, for the SDK's message traits.
-struct RecordReader<'a> {
-    headers: Vec<(String, String)>,
-    value: &'a [u8],
-}
-
-impl<'a> RecordReader<'a> {
-    fn new<M: Message>(record: &'a M) -> Result<Self, String> {
-        let mut headers = Vec::new();
-        for h in record.headers().into_iter().flat_map(|hs| hs.iter()) {
-            let key = h.key.to_ascii_lowercase();
-            if !(key.starts_with("ce_") || key == "content-type") {
-                continue;
-            }
-            let value = std::str::from_utf8(h.value.unwrap_or_default())
-                .map_err(|_| format!("header {} is not UTF-8", h.key))?;
-            headers.push((key, value.to_owned()));
-        }
-        let reader = Self {
-            headers,
-            value: record.payload().unwrap_or_default(),
-        };
-        if reader.encoding() == Encoding::BINARY {
-            check_specversion(reader.get("ce_specversion"))?;
-            for required in ["ce_id", "ce_source", "ce_type"] {
-                if reader.get(required).is_none() {
-                    return Err(format!("missing header {required}"));
-                }
-            }
-        }
-        Ok(reader)
-    }
-
-    fn get(&self, key: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-impl MessageDeserializer for RecordReader<'_> {
-    fn encoding(&self) -> Encoding {
-        if self.get("content-type").is_some_and(|ct| {
-            ct.to_ascii_lowercase()
-                .starts_with("application/cloudevents+json")
-        }) {
-            Encoding::STRUCTURED
-        } else if self.get("ce_specversion").is_some() {
-            Encoding::BINARY
-        } else {
-            Encoding::UNKNOWN
-        }
-    }
-}
-
-impl BinaryDeserializer for RecordReader<'_> {
-    fn deserialize_binary<R: Sized, V: BinarySerializer<R>>(
-        self,
-        mut visitor: V,
-    ) -> cloudevents::message::Result<R> {
-        let version = SpecVersion::try_from(self.get("ce_specversion").unwrap_or_default())?;
-        let attributes = version.attribute_names();
-        visitor = visitor.set_spec_version(version)?;
-        for (key, value) in &self.headers {
-            let Some(name) = key.strip_prefix("ce_") else {
-                continue;
-            };
-            if name == "specversion" {
-                continue;
-            }
-            let value = MessageAttributeValue::String(value.clone());
-            visitor = if attributes.contains(&name) {
-                visitor.set_attribute(name, value)?
-            } else {
-                visitor.set_extension(name, value)?
-            };
-        }
-        if let Some(content_type) = self.get("content-type") {
-            visitor = visitor.set_attribute(
-                "datacontenttype",
-                MessageAttributeValue::String(content_type.to_owned()),
-            )?;
-        }
-        if self.value.is_empty() {
-            visitor.end()
-        } else {
-            visitor.end_with_data(self.value.to_vec())
-        }
-    }
-}
-
-impl StructuredDeserializer for RecordReader<'_> {
-    fn deserialize_structured<R: Sized, V: StructuredSerializer<R>>(
-        self,
-        visitor: V,
-    ) -> cloudevents::message::Result<R> {
-        let refuse = |why: String| cloudevents::message::Error::Other { source: why.into() };
-        let value = serde_json::from_slice::<serde_json::Value>(self.value)
-            .map_err(|e| refuse(format!("structured event is not JSON: {e}")))?;
-        match value.get("specversion") {
-            None => check_specversion(None),
-            Some(serde_json::Value::String(version)) => check_specversion(Some(version)),
-            Some(_) => Err("specversion must be a string".into()),
-        }
-        .map_err(refuse)?;
-        visitor.set_structured_event(self.value.to_vec())
-    }
-}
-
-fn check_specversion(version: Option<&str>) -> Result<(), String> {
-    match version {
-        Some(v) if v == SpecVersion::V10.as_str() => Ok(()),
-        Some(other) => Err(format!("unsupported specversion {other}")),
-        None => Err("missing specversion".into()),
-    }
-}
-
-/// The SDK's reason, in our words where it has a clearer one.
-fn describe(error: &cloudevents::message::Error) -> String {
-    use cloudevents::message::Error;
-    match error {
-        Error::Other { source } => source.to_string(),
-        Error::SerdeJsonError { source } => format!("invalid structured event: {source}"),
-        other => super::http_binding::describe(other),
-    }
 }
 
 /// Creates `topics` if missing (the broker may not auto-create them).
