@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure a Kafka-compatible broker (tansu, in-memory storage) listens on
 # ${KAFKA_PORT:-9092}, installing tansu from crates.io if missing (a ~15 min build on 2
-# cores, then cached in ~/.cargo/bin), and that Python's confluent-kafka (the outside
-# client the tests use) is installed. Topics are created by the app and the tests; the
+# cores, then cached in ~/.cargo/bin), and that Python's confluent-kafka and cloudevents
+# (the outside clients the tests use) are installed. Topics are created by the app and the tests; the
 # broker does not auto-create them. Idempotent.
 #   bash scripts/kafka.sh          start (or keep) the broker
 #   bash scripts/kafka.sh stop     stop the broker this script started
@@ -25,9 +25,11 @@ if ! command -v tansu >/dev/null 2>&1; then
   echo "kafka: installing tansu (cargo install; takes a while once)"
   cargo install tansu --locked --features dynostore --quiet
 fi
-if ! python3 -c 'import confluent_kafka' >/dev/null 2>&1; then
-  echo "kafka: installing confluent-kafka for Python"
-  python3 -m pip install --quiet confluent-kafka
+# The outside clients of the tests: Confluent's Kafka client and the CloudEvents SDK for
+# Python (2.x: its `cloudevents.core` bindings), the interop tests' peer.
+if ! python3 -c 'import confluent_kafka, cloudevents.core.bindings.kafka' >/dev/null 2>&1; then
+  echo "kafka: installing confluent-kafka and cloudevents for Python"
+  python3 -m pip install --quiet confluent-kafka 'cloudevents>=2.2,<3'
 fi
 
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; }
