@@ -11,9 +11,7 @@ use cloudevents::binding::http::to_event;
 use http::HeaderMap;
 use http_body_util::BodyExt as _;
 use missive_adapters::events::http_binding::{from_request, to_request};
-use missive_core::event::{
-    AttributesReader as _, CloudEvent, Data, EventBuilder as _, EventBuilderV10, ExtensionValue,
-};
+use missive_core::event::{CloudEvent, Data, EventBuilder as _, EventBuilderV10, ExtensionValue};
 
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
@@ -58,7 +56,10 @@ fn events() -> Vec<CloudEvent> {
 
 /// What a binary-mode hop keeps: attributes as they are; extension values as text (the
 /// mode has no types); the data as bytes.
-fn binary_view(event: &CloudEvent) -> (Vec<(String, String)>, BTreeMap<String, String>, Vec<u8>) {
+/// Attributes, extensions, data bytes.
+type BinaryView = (Vec<(String, String)>, BTreeMap<String, String>, Vec<u8>);
+
+fn binary_view(event: &CloudEvent) -> BinaryView {
     let attributes = event
         .iter_attributes()
         .map(|(name, value)| (name.to_owned(), value.to_string()))

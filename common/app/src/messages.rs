@@ -121,7 +121,8 @@ pub async fn create(
         .create_message(user.id, &text, key.as_ref(), event)
         .await?
     {
-        Created::New(message, entry) => {
+        Created::New(written) => {
+            let (message, entry) = *written;
             created(state, entry, Publish::Wait).await;
             Ok(message)
         }

@@ -39,6 +39,9 @@ pub(crate) const KAFKA: Convention = Convention {
 
 const CONTENT_TYPE: &str = "content-type";
 
+/// A message as written: header (name, value) pairs and the body.
+pub(crate) type Written = (Vec<(String, String)>, Vec<u8>);
+
 /// Reads a binary-mode message: `headers` as (lower-case name, raw value), `body` the
 /// data. Headers without the prefix (other than `content-type`) are ignored. `Err` says
 /// what is wrong, naming the header.
@@ -84,10 +87,7 @@ pub(crate) fn read(
 }
 
 /// Writes `event` in binary mode: header (name, value) pairs and the body.
-pub(crate) fn write(
-    convention: Convention,
-    event: &CloudEvent,
-) -> Result<(Vec<(String, String)>, Vec<u8>), String> {
+pub(crate) fn write(convention: Convention, event: &CloudEvent) -> Result<Written, String> {
     event
         .clone()
         .deserialize_binary(Writer {
@@ -220,8 +220,6 @@ impl Writer {
         self
     }
 }
-
-type Written = (Vec<(String, String)>, Vec<u8>);
 
 impl BinarySerializer<Written> for Writer {
     fn set_spec_version(self, version: SpecVersion) -> cloudevents::message::Result<Self> {

@@ -28,7 +28,7 @@ pub type EventFor = Arc<dyn Fn(&Message) -> CloudEvent + Send + Sync>;
 /// The outcome of creating a message.
 pub enum Created {
     /// A new message, and its `message.created` event in the outbox.
-    New(Message, OutboxEntry),
+    New(Box<(Message, OutboxEntry)>),
     /// The idempotency key was used before: the first response, nothing created.
     Replayed(Message),
 }
@@ -76,7 +76,7 @@ impl MessageStore {
                     .get_or_init(|| batch::Batcher::spawn(self.db.writer().clone()))
                     .submit(user, text.clone(), event)
                     .await?;
-                Ok(Created::New(message, entry))
+                Ok(Created::New(Box::new((message, entry))))
             }
             Some(key) => self.create_idempotent(user, text, key, event).await,
         }
@@ -125,7 +125,7 @@ impl MessageStore {
                 .execute(&mut *tx)
                 .await?;
             traced::commit(tx).await?;
-            return Ok(Created::New(message, entry));
+            return Ok(Created::New(Box::new((message, entry))));
         }
         anyhow::bail!("idempotency key kept expiring while being replaced")
     }
