@@ -4,7 +4,7 @@
 //!
 //! The event model and the catalogue are `missive_core::event`.
 
-mod binary_mode;
+mod content_modes;
 pub mod http_binding;
 pub mod kafka;
 

@@ -3,7 +3,7 @@
 //! binary mode (attributes in `ce-*` headers, percent-encoded; body = data) and
 //! structured mode (the whole event as `application/cloudevents+json`, the SDK's JSON
 //! event format). Knative Eventing delivers both; we send binary mode. See
-//! [`super::binary_mode`] for how headers map to the SDK's event, and why not through
+//! [`super::content_modes`] for how headers map to the SDK's event, and why not through
 //! the SDK's own HTTP binding.
 //!
 //! Reading takes headers and a body already read within the function's body limit (the
@@ -13,10 +13,9 @@
 use axum::body::Body;
 use axum::extract::Request;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, header};
-use missive_core::event::{CloudEvent, EventExt as _, SpecVersion};
-use serde::Deserialize as _;
+use missive_core::event::{CloudEvent, EventExt as _};
 
-use super::binary_mode::{self, HTTP};
+use super::content_modes::{self, HTTP};
 
 /// Why a request is not a CloudEvent we accept; the HTTP edge answers 400
 /// `invalid_event` with this text.
@@ -30,7 +29,7 @@ fn invalid(message: impl Into<String>) -> InvalidEvent {
 
 /// `event` as a binary-mode HTTP POST to `uri`.
 pub fn to_request(event: &CloudEvent, uri: &str) -> anyhow::Result<Request> {
-    let (headers, body) = binary_mode::write(HTTP, event).map_err(anyhow::Error::msg)?;
+    let (headers, body) = content_modes::write_binary(HTTP, event).map_err(anyhow::Error::msg)?;
     let mut request = Request::builder().method(Method::POST).uri(uri);
     for (name, value) in headers {
         request = request.header(HeaderName::try_from(name)?, HeaderValue::try_from(value)?);
@@ -52,33 +51,15 @@ pub fn from_request(headers: &HeaderMap, body: &[u8]) -> Result<CloudEvent, Inva
             "batched events are not supported; send one event per request",
         ));
     } else if content_type.starts_with("application/cloudevents+json") {
-        from_structured(body)?
+        content_modes::read_structured(body).map_err(InvalidEvent)?
     } else {
         let headers = headers
             .iter()
             .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()));
-        binary_mode::read(HTTP, headers, body).map_err(InvalidEvent)?
+        content_modes::read_binary(HTTP, headers, body).map_err(InvalidEvent)?
     };
     event.check().map_err(InvalidEvent)?;
     Ok(event)
-}
-
-/// Structured mode: the SDK's JSON event format, after our check of `specversion`.
-pub(crate) fn from_structured(body: &[u8]) -> Result<CloudEvent, InvalidEvent> {
-    let value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| invalid(format!("structured event is not JSON: {e}")))?;
-    let object = value
-        .as_object()
-        .ok_or_else(|| invalid("structured event must be an object"))?;
-    match object.get("specversion") {
-        Some(serde_json::Value::String(v)) if v == SpecVersion::V10.as_str() => {}
-        Some(serde_json::Value::String(other)) => {
-            return Err(invalid(format!("unsupported specversion {other}")));
-        }
-        Some(_) => return Err(invalid("specversion must be a string")),
-        None => return Err(invalid("missing specversion")),
-    }
-    CloudEvent::deserialize(value).map_err(|e| invalid(format!("invalid structured event: {e}")))
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //! KafkaSource gives them (`dev.knative.kafka.event`, id `partition:<p>/offset:<o>`).
 //!
 //! Binary-mode records are read into and written from the SDK's event by
-//! [`super::binary_mode`], structured ones by the SDK's JSON event format. The SDK's own
+//! [`super::content_modes`], structured ones by the SDK's JSON event format. The SDK's own
 //! `rdkafka` binding is not used: cloudevents-sdk 0.9 builds it on rdkafka 0.38 with
 //! `cmake-build` forced, so it would link a second librdkafka and its record types would
 //! not be ours (and its reader unwraps header values). A release on rdkafka >= 0.39 that
@@ -31,8 +31,8 @@ use missive_telemetry::SpanExt as _;
 use opentelemetry::KeyValue;
 use tracing::Instrument as _;
 
-use super::binary_mode::{self, KAFKA};
-use super::{EventPublisher, http_binding};
+use super::EventPublisher;
+use super::content_modes::{self, KAFKA};
 
 /// Domain events emitted by functions.
 pub const EVENTS_TOPIC: &str = "missive.events";
@@ -201,7 +201,7 @@ fn producer_span(topic: &str, event: &CloudEvent) -> tracing::Span {
 /// Binary-mode record parts of `event`: key, headers, value.
 pub fn to_record(event: &CloudEvent) -> anyhow::Result<(String, OwnedHeaders, Vec<u8>)> {
     let key = event.subject().unwrap_or_default().to_owned();
-    let (headers, value) = binary_mode::write(KAFKA, event).map_err(anyhow::Error::msg)?;
+    let (headers, value) = content_modes::write_binary(KAFKA, event).map_err(anyhow::Error::msg)?;
     let headers = headers
         .iter()
         .fold(OwnedHeaders::new(), |all, (name, value)| {
@@ -244,9 +244,9 @@ pub fn from_record<M: Message>(record: &M) -> Result<CloudEvent, String> {
     let payload = record.payload().unwrap_or_default();
     let event =
         if text("content-type").is_some_and(|ct| ct.starts_with("application/cloudevents+json")) {
-            http_binding::from_structured(payload).map_err(|e| e.0)?
+            content_modes::read_structured(payload)?
         } else if text("ce_specversion").is_some() {
-            binary_mode::read(KAFKA, headers, payload)?
+            content_modes::read_binary(KAFKA, headers, payload)?
         } else {
             wrap_plain(record)
         };

@@ -1,8 +1,13 @@
-//! Binary content mode, shared by both bindings: attributes as headers with a prefix
-//! (`ce-` on HTTP, `ce_` on Kafka), `datacontenttype` as `content-type`, the data as the
-//! body, byte for byte. Events are read into and written from the SDK's event through its
-//! message traits ([`BinaryDeserializer`], [`BinarySerializer`]), so the SDK's builder
-//! decides what is an attribute, what is an extension and what a valid event is.
+//! The two content modes, shared by both bindings.
+//!
+//! - Structured: the whole event as the SDK's JSON event format, after our check of
+//!   `specversion` ([`read_structured`]).
+//! - Binary: attributes as headers with a prefix (`ce-` on HTTP, `ce_` on Kafka),
+//!   `datacontenttype` as `content-type`, the data as the body, byte for byte. Events are
+//!   read into and written from the SDK's event through its message traits
+//!   ([`BinaryDeserializer`], [`BinarySerializer`]), so the SDK's builder decides what is
+//!   an attribute, what is an extension and what a valid event is ([`read_binary`],
+//!   [`write_binary`]).
 //!
 //! Why not the SDK's own bindings: cloudevents-sdk 0.9's HTTP binding neither
 //! percent-encodes header values when writing nor decodes them when reading, which the
@@ -45,7 +50,7 @@ pub(crate) type Written = (Vec<(String, String)>, Vec<u8>);
 /// Reads a binary-mode message: `headers` as (lower-case name, raw value), `body` the
 /// data. Headers without the prefix (other than `content-type`) are ignored. `Err` says
 /// what is wrong, naming the header.
-pub(crate) fn read(
+pub(crate) fn read_binary(
     convention: Convention,
     headers: impl IntoIterator<Item = (String, Vec<u8>)>,
     body: &[u8],
@@ -87,7 +92,7 @@ pub(crate) fn read(
 }
 
 /// Writes `event` in binary mode: header (name, value) pairs and the body.
-pub(crate) fn write(convention: Convention, event: &CloudEvent) -> Result<Written, String> {
+pub(crate) fn write_binary(convention: Convention, event: &CloudEvent) -> Result<Written, String> {
     event
         .clone()
         .deserialize_binary(Writer {
@@ -95,6 +100,26 @@ pub(crate) fn write(convention: Convention, event: &CloudEvent) -> Result<Writte
             headers: Vec::new(),
         })
         .map_err(|e| describe(&e))
+}
+
+/// A structured-mode event (`application/cloudevents+json`): the SDK's JSON event format,
+/// after our check of `specversion`.
+pub(crate) fn read_structured(body: &[u8]) -> Result<CloudEvent, String> {
+    use serde::Deserialize as _;
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("structured event is not JSON: {e}"))?;
+    let object = value
+        .as_object()
+        .ok_or("structured event must be an object")?;
+    match object.get("specversion") {
+        Some(serde_json::Value::String(v)) if v == SpecVersion::V10.as_str() => {}
+        Some(serde_json::Value::String(other)) => {
+            return Err(format!("unsupported specversion {other}"));
+        }
+        Some(_) => return Err("specversion must be a string".into()),
+        None => return Err("missing specversion".into()),
+    }
+    CloudEvent::deserialize(value).map_err(|e| format!("invalid structured event: {e}"))
 }
 
 /// The SDK's reason, in our words where it has a clearer one.
