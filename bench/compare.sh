@@ -7,7 +7,8 @@
 # $CARGO_TARGET_DIR/release after `cargo build --release --workspace` at two commits. Throughput
 # runs alternate A B, then B A, ROUNDS times (default 3) with a fresh server and
 # database each, so the machine's drift lands on both; medians are printed.
-# DURATION (default 5) is seconds per wrk run; RUNS (default 20) starts per binary.
+# DURATION (default 5) is seconds per wrk run; RUNS (default 20) starts per binary (0: no
+# start-up part, throughput only).
 set -euo pipefail
 # The directories as given, resolved before the cd below.
 set -- "$(realpath "$1")" "$(realpath "$2")"
@@ -17,10 +18,13 @@ before=$1 after=$2
 ROUNDS="${ROUNDS:-3}" DURATION="${DURATION:-5}" RUNS="${RUNS:-20}"
 command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 
-for dir in "$before" "$after"; do
-  echo "== function binaries in $dir ($RUNS starts each)"
-  python3 bench/startup.py "$dir" "$RUNS"
-done
+# RUNS=0 compares throughput only; the DIRs then need only `missive`.
+if [ "$RUNS" -gt 0 ]; then
+  for dir in "$before" "$after"; do
+    echo "== function binaries in $dir ($RUNS starts each)"
+    python3 bench/startup.py "$dir" "$RUNS"
+  done
+fi
 
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT

@@ -116,14 +116,46 @@ api_test!(
         let res = app.get("/api/nope", None).await;
         assert_eq!(res.status, StatusCode::NOT_FOUND);
         assert_eq!(res.error_code(), "not_found");
+        // A method a path does not serve is 405 with `Allow`, before any check of the
+        // body or its type (a PUT with a form body is still a wrong method, not a 415).
+        for (method, path, allow) in [
+            (Method::PUT, "/api/auth/me", "GET,HEAD"),
+            (Method::PUT, "/api/activity", "GET,HEAD"),
+            (Method::PATCH, "/api/messages/search", "GET,HEAD"),
+            (Method::PUT, "/api/messages", "GET,HEAD,POST"),
+            (Method::GET, "/api/auth/login", "POST"),
+        ] {
+            for content_type in [None, Some("application/json"), Some("text/plain")] {
+                let mut req = TestRequest::new(method.clone(), path).body("x=1");
+                if let Some(ct) = content_type {
+                    req = req.header("content-type", ct);
+                }
+                let res = app.send(req).await;
+                assert_eq!(
+                    res.status,
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "{method} {path}"
+                );
+                assert_eq!(res.error_code(), "method_not_allowed");
+                let mut allowed: Vec<&str> = res.headers["allow"]
+                    .to_str()
+                    .unwrap()
+                    .split(',')
+                    .map(str::trim)
+                    .collect();
+                allowed.sort_unstable();
+                assert_eq!(allowed.join(","), allow, "{method} {path}");
+            }
+        }
+        // An unknown path is 404 whatever its method and type.
         let res = app
             .send(
-                TestRequest::new(Method::PUT, "/api/auth/me")
-                    .header("content-type", "application/json"),
+                TestRequest::new(Method::PUT, "/api/nope")
+                    .header("content-type", "text/plain")
+                    .body("x"),
             )
             .await;
-        assert_eq!(res.status, StatusCode::METHOD_NOT_ALLOWED);
-        assert_eq!(res.error_code(), "method_not_allowed");
+        assert_eq!(res.status, StatusCode::NOT_FOUND);
         app.stop().await;
     }
 );

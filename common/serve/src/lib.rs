@@ -128,11 +128,14 @@ pub fn app(routes: Router, limits: Limits, readiness: Readiness) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(readiness);
+    // The content-type check runs only once a route and method matched (`route_layer`), so
+    // a path that does not exist is 404 and a method it does not serve is 405 with
+    // `Allow`, whatever the request's body or type.
     let routes = routes
         .merge(probes)
+        .route_layer(middleware::from_fn(require_json_content_type))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn(require_json_content_type))
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             with_timeout(timeout, req, next)
         }))
