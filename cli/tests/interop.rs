@@ -126,7 +126,13 @@ fn events_pass_through_our_http_binding_whole_both_ways() {
 
 #[test]
 fn functions_accept_what_the_peer_sends_over_http_and_refuse_an_unknown_specversion() {
-    let dev = Dev::start(dev::missive());
+    // Embedded backends in a directory of this run's own (its SQLite file is there).
+    let dir = std::env::temp_dir().join(format!("missive-interop-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cmd = dev::missive();
+    cmd.current_dir(&dir);
+    let dev = Dev::start(cmd);
     let cookie = dev.signup("alice");
     let url = format!("http://{}/_events/message-ingest", dev.addr);
     let submitted = |id: &str, mode: &str| {
@@ -155,6 +161,7 @@ fn functions_accept_what_the_peer_sends_over_http_and_refuse_an_unknown_specvers
     texts.sort();
     assert_eq!(texts, ["binary from Python", "structured from Python"]);
     dev.stop();
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
