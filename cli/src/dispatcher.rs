@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
+use base64::Engine as _;
 use http_body_util::BodyExt;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers as _, Message};
@@ -60,7 +61,12 @@ pub struct Delivery {
 
 enum Outcome {
     Delivered,
-    Failed { code: u16, data: String },
+    /// `data` is the sink's answer (or why the record is not an event), at most
+    /// [`ERROR_DATA_MAX`] bytes.
+    Failed {
+        code: u16,
+        data: Vec<u8>,
+    },
     Interrupted,
 }
 
@@ -229,7 +235,7 @@ async fn handle<M: Message>(
                 event,
                 Outcome::Failed {
                     code: 400,
-                    data: why,
+                    data: truncated(why.as_bytes()),
                 },
             )
         }
@@ -282,7 +288,7 @@ async fn deliver(
             Err(err) => {
                 return Outcome::Failed {
                     code: 400,
-                    data: err.to_string(),
+                    data: truncated(err.to_string().as_bytes()),
                 };
             }
         };
@@ -300,8 +306,7 @@ async fn deliver(
             .await
             .map(|b| b.to_bytes())
             .unwrap_or_default();
-        // Knative truncates the error data to 1024 bytes too.
-        let data = String::from_utf8_lossy(&body[..body.len().min(1024)]).into_owned();
+        let data = truncated(&body);
         let retryable = status.is_server_error() || matches!(status.as_u16(), 404 | 409 | 429);
         last = Outcome::Failed {
             code: status.as_u16(),
@@ -331,11 +336,15 @@ async fn dead_letter(
     sink: &str,
     mut event: CloudEvent,
     code: u16,
-    data: String,
+    data: Vec<u8>,
     shutdown: &CancellationToken,
 ) -> bool {
     event.set_extension("knativeerrorcode", code.to_string());
-    event.set_extension("knativeerrordata", data);
+    // As Knative's dispatchers write it: the answer's bytes, base64 (any bytes survive).
+    event.set_extension(
+        "knativeerrordata",
+        base64::engine::general_purpose::STANDARD.encode(data),
+    );
     event.set_extension("knativeerrordest", format!("/functions/{sink}"));
     let mut backoff = delivery.backoff;
     loop {
@@ -354,4 +363,12 @@ async fn dead_letter(
         }
         backoff = backoff.saturating_mul(2).min(Duration::from_secs(10));
     }
+}
+
+/// The most of a failed delivery's answer a dead letter keeps, as Knative's dispatchers
+/// (`KnativeErrorDataExtensionMaxLength`).
+const ERROR_DATA_MAX: usize = 1024;
+
+fn truncated(bytes: &[u8]) -> Vec<u8> {
+    bytes[..bytes.len().min(ERROR_DATA_MAX)].to_vec()
 }

@@ -16,6 +16,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
+use base64::Engine as _;
 use missive::dispatcher::{self, Delivery, Sink};
 use missive_adapters::events::EventPublisher as _;
 use missive_adapters::events::kafka::{KafkaPublisher, ensure_topics};
@@ -34,7 +35,7 @@ fn script(id: &str) -> &'static [u16] {
         "recovers" => &[503, 429, 202],
         "conflicts" => &[404, 409, 204],
         "always-fails" => &[500],
-        "refused" => &[400],
+        "refused" | "verbose" => &[400],
         _ => &[202],
     }
 }
@@ -49,10 +50,17 @@ async fn sink(State(attempts): State<Attempts>, headers: HeaderMap) -> (StatusCo
     };
     let statuses = script(&id);
     let status = statuses[(n - 1).min(statuses.len() - 1)];
-    (
-        StatusCode::from_u16(status).unwrap(),
-        format!("attempt {n} of {id}"),
-    )
+    let body = if id == "verbose" {
+        verbose_answer()
+    } else {
+        format!("attempt {n} of {id}")
+    };
+    (StatusCode::from_u16(status).unwrap(), body)
+}
+
+/// An answer longer than a dead letter keeps, with a multi-byte character cut at 1024.
+fn verbose_answer() -> String {
+    format!("x{}", "é".repeat(1500))
 }
 
 fn event(id: &str) -> CloudEvent {
@@ -98,7 +106,14 @@ async fn retries_with_backoff_then_dead_letters_the_original_event() {
         .await
         .unwrap();
     let producer = KafkaPublisher::new(&brokers, &topic).unwrap();
-    let ids = ["recovers", "conflicts", "always-fails", "refused", "fine"];
+    let ids = [
+        "recovers",
+        "conflicts",
+        "always-fails",
+        "refused",
+        "verbose",
+        "fine",
+    ];
     for id in ids {
         producer.publish(&event(id)).await.unwrap();
     }
@@ -123,9 +138,9 @@ async fn retries_with_backoff_then_dead_letters_the_original_event() {
     let dlq = Arc::new(KafkaPublisher::new(&brokers, &dlq_topic).unwrap());
     let running = tokio::spawn(dispatcher::run(sink, delivery, dlq, shutdown.clone()));
 
-    // Two dead letters (the one that always failed and the one refused); a third is
+    // Three dead letters (the one that always failed and the two refused); a fourth is
     // waited for a while, to see that none comes.
-    let dead = tokio::task::spawn_blocking(move || consume(&dlq_topic, 3, 8))
+    let dead = tokio::task::spawn_blocking(move || consume(&dlq_topic, 4, 8))
         .await
         .unwrap();
     shutdown.cancel();
@@ -148,9 +163,18 @@ async fn retries_with_backoff_then_dead_letters_the_original_event() {
 
     assert_eq!(
         dead.len(),
-        2,
-        "only the two failures are dead-lettered: {dead:?}"
+        3,
+        "only the three failures are dead-lettered: {dead:?}"
     );
+    // knativeerrordata as Knative's dispatchers write it: the answer's first 1024 bytes,
+    // base64.
+    let error_data = |id: &str| {
+        let record = dead.iter().find(|r| r["headers"]["ce_id"] == id).unwrap();
+        base64::engine::general_purpose::STANDARD
+            .decode(record["headers"]["ce_knativeerrordata"].as_str().unwrap())
+            .unwrap()
+    };
+    assert_eq!(error_data("verbose"), verbose_answer().as_bytes()[..1024]);
     for (id, code) in [("always-fails", "500"), ("refused", "400")] {
         let record = dead
             .iter()
@@ -173,8 +197,8 @@ async fn retries_with_backoff_then_dead_letters_the_original_event() {
         assert_eq!(headers["ce_knativeerrorcode"], code);
         let attempts_made = if code == "500" { 3 } else { 1 };
         assert_eq!(
-            headers["ce_knativeerrordata"],
-            format!("attempt {attempts_made} of {id}")
+            error_data(id),
+            format!("attempt {attempts_made} of {id}").as_bytes()
         );
         assert_eq!(headers["ce_knativeerrordest"], "/functions/test-sink");
     }

@@ -13,6 +13,7 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
+use base64::Engine as _;
 use dev::{Dev, Setup, eventually};
 use serde_json::{Value, json};
 
@@ -183,9 +184,11 @@ fn inbox_events_from_an_outside_client_are_stored_once_and_failures_dead_lettere
         .find(|r| r["headers"]["ce_id"] == "e-2")
         .expect("the unknown user's event is dead-lettered");
     assert_eq!(unknown["headers"]["ce_knativeerrorcode"], "422");
+    let error_data = base64::engine::general_purpose::STANDARD
+        .decode(unknown["headers"]["ce_knativeerrordata"].as_str().unwrap())
+        .unwrap();
     assert!(
-        unknown["headers"]["ce_knativeerrordata"]
-            .as_str()
+        String::from_utf8(error_data)
             .unwrap()
             .contains("unknown_user")
     );
