@@ -2,12 +2,14 @@
 # The whole test suite: formatting, lints, static checks of the observability config and
 # of the deployment, the
 # web app (build, unit tests, end-to-end in Chromium), then every Rust test on both
-# backends (embedded SQLite + in-process store, and MariaDB + Redis). Needs MariaDB and Redis running
-# (scripts/services.sh starts them) and a Kafka broker (scripts/kafka.sh); override where
-# they are with MISSIVE_TEST_DATABASE_URL, MISSIVE_TEST_REDIS_URL and
-# MISSIVE_TEST_KAFKA_BROKERS.
+# backends (embedded SQLite + in-process store, and MariaDB + Redis + Kafka). Installs and
+# starts what it needs first (scripts/setup.sh); point it elsewhere with
+# MISSIVE_TEST_DATABASE_URL, MISSIVE_TEST_REDIS_URL and MISSIVE_TEST_KAFKA_BROKERS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# Install and start what the tests need (fast when everything is already there).
+[ "${MISSIVE_SKIP_SETUP:-}" = 1 ] || bash scripts/setup.sh
 
 export MISSIVE_TEST_DATABASE_URL="${MISSIVE_TEST_DATABASE_URL:-mysql://root@127.0.0.1:3306}"
 export MISSIVE_TEST_REDIS_URL="${MISSIVE_TEST_REDIS_URL:-redis://127.0.0.1:6379}"

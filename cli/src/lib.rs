@@ -6,19 +6,21 @@
 //!
 //! # Layout
 //! - [`registry`]: the one list of functions.
-//! - this file: [`routes`] and [`app`] (every function on one router), [`openapi`].
+//! - this file: [`routes`] and [`app`] (every function on one router).
+//! - [`openapi`]: the API document, merged from every function's annotations.
 //! - [`dispatcher`]: what KafkaSource does, for `missive dev` on Kafka.
 //! - [`frontend`]: the web app beside the API on one port.
 //! - `main.rs`: the `missive` command (`dev`, `migrate`, `publish`, `openapi`).
 
 pub mod dispatcher;
 pub mod frontend;
+pub mod openapi;
 pub mod registry;
 
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Router;
+use axum::http::header::CONTENT_TYPE;
 use missive_app::{AppState, Topic};
-use utoipa::OpenApi;
 
 /// Every function's routes on one router (the runtime-contract layers not yet applied).
 /// Event functions are also served at `/_events/<name>` (for `missive publish --http`
@@ -44,31 +46,15 @@ pub fn routes(state: AppState) -> Router {
     for function in registry::http_functions() {
         router = router.merge((function.router)(state.clone()));
     }
-    router.route("/api/openapi.json", get(|| async { Json(openapi()) }))
+    // The same bytes as `missive openapi` and the deployed `web` function's copy.
+    let document = openapi::json();
+    router.route(
+        "/api/openapi.json",
+        get(move || async move { ([(CONTENT_TYPE, "application/json")], document) }),
+    )
 }
 
 /// The app `missive dev` serves: [`routes`] inside the runtime-contract layers.
 pub fn app(state: AppState) -> Router {
     state.serve(routes(state.clone()))
-}
-
-/// The OpenAPI 3.1 document of the whole HTTP API, assembled from each function's own
-/// annotations so it cannot drift from the handlers.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    #[derive(OpenApi)]
-    #[openapi(
-        info(
-            title = "Missive API",
-            description = "Messaging web app; every endpoint is its own Knative function."
-        ),
-        components(schemas(missive_serve::ErrorBody))
-    )]
-    struct Root;
-
-    let mut doc = Root::openapi();
-    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
-    for function in registry::http_functions() {
-        doc.merge((function.openapi)());
-    }
-    doc
 }

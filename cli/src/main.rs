@@ -94,19 +94,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::Openapi) = cli.command {
         // No runtime, no telemetry: a build step, not a server.
-        return match serde_json::to_string_pretty(&missive::openapi()) {
-            Ok(json) => {
-                #[allow(clippy::print_stdout)]
-                {
-                    println!("{json}");
-                }
-                ExitCode::SUCCESS
-            }
-            Err(err) => {
-                eprintln!("missive: {err}");
-                ExitCode::FAILURE
-            }
-        };
+        #[allow(clippy::print_stdout)]
+        {
+            print!("{}", missive::openapi::json());
+        }
+        return ExitCode::SUCCESS;
     }
     let telemetry = missive_telemetry::init("missive", &cli.config.log_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -142,7 +134,9 @@ fn main() -> ExitCode {
 
 async fn prepare_database(url: &str, max_connections: u32) -> anyhow::Result<()> {
     Db::create_if_missing(url).await?;
-    let db = Db::connect_lazy(url, max_connections)?;
+    // Migrations may wait on locks a running release holds; only requests need the
+    // short bound.
+    let db = Db::connect_lazy(url, max_connections, std::time::Duration::from_secs(30))?;
     db.migrate().await?;
     // Data the migrations cannot fix in SQL: search tokens of an older tokenizer.
     missive_app::messages::store::reindex_search(&db).await?;

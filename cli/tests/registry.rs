@@ -116,9 +116,67 @@ fn event_functions_are_fed_by_the_sources_the_registry_names() {
     );
 }
 
+/// The deployed system serves the copy under `frontend/public/` (through `web`); it must
+/// be byte for byte what `missive dev` serves.
+#[test]
+fn the_committed_api_document_is_the_one_the_code_makes() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../frontend/public/api/openapi.json");
+    assert!(path.ends_with(missive::openapi::COMMITTED_COPY));
+    let committed = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        committed == missive::openapi::json(),
+        "{} is stale: run `cargo run -q -- openapi > {}`",
+        missive::openapi::COMMITTED_COPY,
+        missive::openapi::COMMITTED_COPY
+    );
+}
+
+/// Every limit the server enforces is in the document, with the server's numbers.
+#[test]
+fn the_api_document_states_the_servers_limits() {
+    use missive_core::domain::{MAX_MESSAGE_CHARS, MAX_QUERY_CHARS};
+    let doc = serde_json::to_value(missive::openapi::document()).expect("serializes");
+    let schemas = &doc["components"]["schemas"];
+    let text = &schemas["NewMessage"]["properties"]["text"];
+    assert_eq!(text["maxLength"], MAX_MESSAGE_CHARS);
+    assert_eq!(text["minLength"], 1);
+    let username = &schemas["Credentials"]["properties"]["username"];
+    assert_eq!(username["pattern"], "^[a-z0-9_]{3,32}$");
+    let password = &schemas["Credentials"]["properties"]["password"];
+    assert_eq!((&password["minLength"], &password["maxLength"]), (&8.into(), &128.into()));
+    let search = &doc["paths"]["/api/messages/search"]["get"]["parameters"];
+    let q = search.as_array().unwrap().iter().find(|p| p["name"] == "q").unwrap();
+    assert_eq!(q["required"], true);
+    assert_eq!(q["schema"]["maxLength"], MAX_QUERY_CHARS);
+    for (path, method) in [
+        ("/api/messages", "get"),
+        ("/api/messages/search", "get"),
+        ("/api/activity", "get"),
+    ] {
+        let params = doc["paths"][path][method]["parameters"].as_array().unwrap();
+        let limit = params.iter().find(|p| p["name"] == "limit").unwrap();
+        assert_eq!(limit["in"], "query", "{path}");
+        assert_eq!((&limit["schema"]["minimum"], &limit["schema"]["maximum"]), (&1.into(), &100.into()), "{path}");
+    }
+    // The whitespace the pattern excludes is exactly what `str::trim` removes.
+    let pattern = text["pattern"].as_str().unwrap();
+    for c in (0..=0x10FFFF).filter_map(char::from_u32) {
+        let excluded = pattern.contains(&format!("\\u{:04x}", c as u32))
+            || matches!(c, '\t' | '\n' | '\u{b}' | '\u{c}' | '\r' | ' ')
+            || ('\u{2000}'..='\u{200a}').contains(&c);
+        assert_eq!(excluded, c.is_whitespace(), "U+{:04X}", c as u32);
+    }
+    let create = &doc["paths"]["/api/messages"]["post"];
+    let key = create["parameters"].as_array().unwrap().iter().find(|p| p["name"] == "Idempotency-Key").unwrap();
+    assert_eq!(key["in"], "header");
+    assert_eq!(key["schema"]["maxLength"], 255);
+    assert!(create["responses"]["409"].is_object());
+    assert_eq!(doc["components"]["securitySchemes"]["session"]["in"], "cookie");
+}
+
 #[test]
 fn only_http_functions_have_public_routes_in_the_api_document() {
-    let doc = serde_json::to_value(missive::openapi()).expect("serializes");
+    let doc = serde_json::to_value(missive::openapi::document()).expect("serializes");
     let paths = doc["paths"].as_object().expect("paths");
     assert!(!paths.is_empty());
     for function in registry::event_functions() {

@@ -286,6 +286,12 @@ api_test!(
                             res.json()
                         )
                     });
+                    // Shared answers (401, 413, 503, ...) are references to components.
+                    let documented = match documented["$ref"].as_str() {
+                        Some(name) => &doc["components"]["responses"]
+                            [name.trim_start_matches("#/components/responses/")],
+                        None => documented,
+                    };
                     if res.status.is_client_error() {
                         let code = res.error_code();
                         let description = documented["description"].as_str().unwrap_or_default();

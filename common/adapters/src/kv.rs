@@ -48,9 +48,10 @@ pub trait Kv: Send + Sync + 'static {
 }
 
 /// Builds the store from config: Redis when a URL is given, in-process otherwise.
-pub fn from_url(url: Option<&str>, prefix: &str) -> anyhow::Result<Arc<dyn Kv>> {
+/// `timeout` bounds connecting to Redis and each command (see [`RedisKv::new`]).
+pub fn from_url(url: Option<&str>, prefix: &str, timeout: Duration) -> anyhow::Result<Arc<dyn Kv>> {
     Ok(match url {
-        Some(url) => Arc::new(RedisKv::new(url, prefix)?),
+        Some(url) => Arc::new(RedisKv::new(url, prefix, timeout)?),
         None => Arc::new(MemoryKv::default()),
     })
 }
@@ -62,30 +63,38 @@ pub struct RedisKv {
     // `/healthz` before Redis has answered anything).
     conn: OnceCell<redis::aio::ConnectionManager>,
     prefix: String,
+    timeout: Duration,
 }
 
 impl RedisKv {
-    /// Parses the URL; connects on first use.
-    pub fn new(url: &str, prefix: &str) -> anyhow::Result<Self> {
+    /// Parses the URL; connects on first use. Connecting and each command give up after
+    /// `timeout`: a Redis that is down or unreachable then costs a request about that
+    /// long, and the request is answered 503 (errors are marked
+    /// [`missive_core::Unavailable`]) instead of waiting for the request timeout.
+    pub fn new(url: &str, prefix: &str, timeout: Duration) -> anyhow::Result<Self> {
         let client = redis::Client::open(url).context("REDIS_URL is not a valid Redis URL")?;
         Ok(Self {
             client,
             conn: OnceCell::new(),
             prefix: prefix.to_owned(),
+            timeout,
         })
     }
 
     async fn conn(&self) -> anyhow::Result<redis::aio::ConnectionManager> {
+        // No retry inside a command: the manager reconnects in the background, and the
+        // request's client is the one to retry (it is told when, by `Retry-After`).
         let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(5)))
-            .set_number_of_retries(1);
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(0);
         let conn = self
             .conn
             .get_or_try_init(|| {
                 redis::aio::ConnectionManager::new_with_config(self.client.clone(), config)
             })
             .await
+            .map_err(outage)
             .context("connecting to Redis")?;
         Ok(conn.clone())
     }
@@ -108,6 +117,24 @@ fn command_span(command: &'static str) -> tracing::Span {
     )
 }
 
+/// A Redis error as the layers above see it: one that says Redis is down, unreachable, too
+/// slow or not ready (loading, failing over) is marked [`missive_core::Unavailable`]; any
+/// other (a wrong reply type, a refused command) stays a plain failure, a bug of ours.
+fn outage(err: redis::RedisError) -> anyhow::Error {
+    use redis::RetryMethod;
+    let down = err.is_io_error()
+        || err.is_timeout()
+        || matches!(
+            err.retry_method(),
+            RetryMethod::WaitAndRetry | RetryMethod::Reconnect
+        ) && err.kind() != redis::ErrorKind::AuthenticationFailed;
+    if down {
+        anyhow::Error::new(err).context(missive_core::Unavailable::SESSION_STORE)
+    } else {
+        err.into()
+    }
+}
+
 fn ttl_ms(ttl: Duration) -> u64 {
     u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
 }
@@ -117,7 +144,7 @@ impl Kv for RedisKv {
     async fn ping(&self) -> anyhow::Result<()> {
         let _span = command_span("PING");
         let mut conn = self.conn().await?;
-        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(outage)?;
         Ok(())
     }
 
@@ -130,7 +157,8 @@ impl Kv for RedisKv {
             .arg("PX")
             .arg(ttl_ms(ttl))
             .query_async(&mut conn)
-            .await?;
+            .await
+            .map_err(outage)?;
         Ok(())
     }
 
@@ -144,7 +172,8 @@ impl Kv for RedisKv {
             .arg("PX")
             .arg(ttl_ms(ttl))
             .query_async(&mut conn)
-            .await?;
+            .await
+            .map_err(outage)?;
         Ok(set.is_some())
     }
 
@@ -156,7 +185,8 @@ impl Kv for RedisKv {
             .arg("PX")
             .arg(ttl_ms(ttl))
             .query_async(&mut conn)
-            .await?)
+            .await
+            .map_err(outage)?)
     }
 
     async fn get_with_ttl(&self, key: &str) -> anyhow::Result<Option<(String, Duration)>> {
@@ -169,7 +199,8 @@ impl Kv for RedisKv {
             .cmd("PTTL")
             .arg(&key)
             .query_async(&mut conn)
-            .await?;
+            .await
+            .map_err(outage)?;
         Ok(value.map(|v| (v, Duration::from_millis(pttl.max(0).unsigned_abs()))))
     }
 
@@ -179,7 +210,8 @@ impl Kv for RedisKv {
         let _: i64 = redis::cmd("DEL")
             .arg(self.key(key))
             .query_async(&mut conn)
-            .await?;
+            .await
+            .map_err(outage)?;
         Ok(())
     }
 
@@ -198,7 +230,8 @@ impl Kv for RedisKv {
             .cmd("PTTL")
             .arg(&key)
             .query_async(&mut conn)
-            .await?;
+            .await
+            .map_err(outage)?;
         Ok((count, Duration::from_millis(pttl.max(0).unsigned_abs())))
     }
 
@@ -219,7 +252,8 @@ impl Kv for RedisKv {
             .ltrim(&key, 0, stop)
             .ignore()
             .query_async(&mut conn)
-            .await?;
+            .await
+            .map_err(outage)?;
         Ok(())
     }
 
@@ -232,7 +266,8 @@ impl Kv for RedisKv {
             .arg(0)
             .arg(stop)
             .query_async(&mut conn)
-            .await?)
+            .await
+            .map_err(outage)?)
     }
 
     async fn publish(&self, channel: &str, message: &str) -> anyhow::Result<()> {
@@ -242,19 +277,25 @@ impl Kv for RedisKv {
             .arg(self.key(channel))
             .arg(message)
             .query_async(&mut conn)
-            .await?;
+            .await
+            .map_err(outage)?;
         Ok(())
     }
 
     async fn subscribe(&self, channel: &str) -> anyhow::Result<Subscription> {
         let _span = command_span("SUBSCRIBE");
         // Pub/sub needs a connection of its own; it lives as long as the stream.
-        let mut pubsub = self
-            .client
-            .get_async_pubsub()
+        let mut pubsub = tokio::time::timeout(self.timeout, self.client.get_async_pubsub())
             .await
+            .map_err(|_| {
+                anyhow::Error::msg("timed out").context(missive_core::Unavailable::SESSION_STORE)
+            })?
+            .map_err(outage)
             .context("connecting to Redis for pub/sub")?;
-        pubsub.subscribe(self.key(channel)).await?;
+        pubsub
+            .subscribe(self.key(channel))
+            .await
+            .map_err(outage)?;
         let stream = pubsub
             .into_on_message()
             .filter_map(|msg| async move { msg.get_payload::<String>().ok() });

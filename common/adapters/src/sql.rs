@@ -123,13 +123,18 @@ fn migrator(backend: Backend) -> Migrator {
 
 impl Db {
     /// A pool that connects on first use: start-up does no network I/O.
-    pub fn connect_lazy(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+    /// `acquire_timeout` bounds each wait for a connection, connecting included.
+    pub fn connect_lazy(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> anyhow::Result<Self> {
         sqlx::any::install_default_drivers();
         let backend = Backend::from_url(url)?;
         traced::set_target(backend.system_name(), namespace(url));
-        let pool = Self::pool(url, backend, max_connections)?;
+        let pool = Self::pool(url, backend, max_connections, acquire_timeout)?;
         let writer = match backend {
-            Backend::Sqlite => Self::pool(url, backend, 1)?,
+            Backend::Sqlite => Self::pool(url, backend, 1, acquire_timeout)?,
             Backend::MariaDb => pool.clone(),
         };
         Ok(Self {
@@ -140,10 +145,17 @@ impl Db {
         })
     }
 
-    fn pool(url: &str, backend: Backend, max_connections: u32) -> anyhow::Result<AnyPool> {
+    fn pool(
+        url: &str,
+        backend: Backend,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> anyhow::Result<AnyPool> {
         AnyPoolOptions::new()
             .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(5))
+            // The longest a request waits for a connection: past it, the database is
+            // down or saturated, and the request is answered 503 (see `traced::outage`).
+            .acquire_timeout(acquire_timeout)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
@@ -263,7 +275,7 @@ fn namespace(url: &str) -> String {
     name.to_owned()
 }
 
-/// Whether `err` is a unique or primary key violation.
-pub fn is_unique_violation(err: &sqlx::Error) -> bool {
-    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+/// Whether `err` (from [`traced`]) is a unique or primary key violation.
+pub fn is_unique_violation(err: &anyhow::Error) -> bool {
+    matches!(err.downcast_ref::<sqlx::Error>(), Some(sqlx::Error::Database(db)) if db.is_unique_violation())
 }

@@ -19,7 +19,7 @@ fn redis_url() -> String {
 fn redis() -> (Arc<dyn Kv>, String) {
     let prefix = format!("missive-test:kv:{}:", uuid::Uuid::new_v4().simple());
     (
-        Arc::new(RedisKv::new(&redis_url(), &prefix).unwrap()),
+        Arc::new(RedisKv::new(&redis_url(), &prefix, Duration::from_secs(1)).unwrap()),
         prefix,
     )
 }

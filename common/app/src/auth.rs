@@ -36,11 +36,11 @@ pub const ATTEMPT_WINDOW: Duration = Duration::from_secs(15 * 60);
 /// `POST /api/auth/signup` and `POST /api/auth/login`.
 #[derive(Deserialize, ToSchema)]
 pub struct Credentials {
-    /// `^[a-z0-9_]{3,32}$`.
-    #[schema(example = "alice")]
+    /// 3-32 characters of `a-z`, `0-9` and `_` ([`Username`]).
+    #[schema(example = "alice", min_length = 3, max_length = 32, pattern = "^[a-z0-9_]{3,32}$")]
     pub username: String,
-    /// 8–128 characters.
-    #[schema(value_type = String, format = Password)]
+    /// 8-128 characters (Unicode scalar values, as JSON Schema counts) ([`Password`]).
+    #[schema(value_type = String, format = Password, min_length = 8, max_length = 128)]
     pub password: SecretString,
 }
 
@@ -73,21 +73,48 @@ fn user_event(kind: EventKind, function: &str, user: &Username) -> missive_core:
 }
 
 /// Creates an account and logs it in: the user and its `user.registered` event in one
-/// transaction, then a new session. 409 `username_taken` if the name is taken.
+/// transaction that commits only once the session is stored. 409 `username_taken` if the
+/// name is taken; with the session store or the database down, 503 and nothing created,
+/// so the retry succeeds.
 pub async fn signup(
     state: &AppState,
     function: &str,
     credentials: Credentials,
 ) -> Result<(CurrentUser, SessionId), ApiError> {
+    use std::sync::atomic::{AtomicBool, Ordering};
     let username = Username::parse(&credentials.username)?;
     let password = Password::parse(credentials.password)?;
     let hash = password::hash(password).await?;
     let event = user_event(EventKind::UserRegistered, function, &username);
-    let (id, entry) = store::insert_user(&state.db, &username, &hash, event)
-        .await?
-        .ok_or(ApiError::UsernameTaken)?;
-    let user = CurrentUser { id, username };
-    let session = state.sessions.create(&user).await?;
+    let session = SessionId::generate();
+    let session_stored = AtomicBool::new(false);
+    let inserted = store::insert_user(&state.db, &username, &hash, event, async |id| {
+        let user = CurrentUser {
+            id,
+            username: username.clone(),
+        };
+        state.sessions.store(&session, &user).await?;
+        session_stored.store(true, Ordering::Relaxed);
+        Ok(user)
+    })
+    .await;
+    let (_, entry, user) = match inserted {
+        Ok(Some(inserted)) => inserted,
+        Ok(None) => return Err(ApiError::UsernameTaken),
+        Err(err) => {
+            // The commit failed after the session was stored: the session names a user
+            // that does not exist (and whose id a later signup may get). End it.
+            if session_stored.load(Ordering::Relaxed)
+                && let Err(cleanup) = state.sessions.delete(&session).await
+            {
+                tracing::error!(
+                    error = format!("{cleanup:#}"),
+                    "could not end the session of a signup that did not commit"
+                );
+            }
+            return Err(err.into());
+        }
+    };
     missive_telemetry::metrics::get().signups.add(1, &[]);
     state.outbox.publish(vec![entry]).await;
     Ok((user, session))

@@ -24,6 +24,12 @@ pub struct Config {
     #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 10)]
     pub db_max_connections: u32,
 
+    /// How long a request waits for a backend before it is answered 503 `unavailable`:
+    /// for a database connection from the pool (connecting included), and for Redis to
+    /// connect or answer a command. Milliseconds.
+    #[arg(long, env = "BACKEND_TIMEOUT_MS", default_value_t = 1000)]
+    pub backend_timeout_ms: u64,
+
     /// `redis://host:6379`. Unset means an in-process store, which is only correct when
     /// every function runs in one process (`missive dev`).
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
@@ -99,6 +105,11 @@ impl Config {
     /// Session lifetime.
     pub fn session_ttl(&self) -> Duration {
         Duration::from_secs(self.session_ttl_secs)
+    }
+
+    /// See [`Config::backend_timeout_ms`].
+    pub fn backend_timeout(&self) -> Duration {
+        Duration::from_millis(self.backend_timeout_ms)
     }
 
     /// Per-request time limit.

@@ -50,7 +50,11 @@ pub struct MessagePage {
 /// `POST /api/messages`.
 #[derive(Deserialize, ToSchema)]
 pub struct NewMessage {
-    /// 1–4000 characters, not only whitespace.
+    /// 1-4000 characters (Unicode scalar values, as JSON Schema counts them), not only
+    /// whitespace. The pattern asks for one character that is not White_Space as Rust's
+    /// `str::trim` (the server's rule) knows it, spelled out because regex engines'
+    /// `\s` disagree with it (ECMAScript's has U+FEFF and lacks U+0085).
+    #[schema(min_length = 1, max_length = 4000, pattern = "[^\\t\\n\\v\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]")]
     pub text: String,
 }
 
@@ -127,6 +131,12 @@ pub async fn create(
             Ok(message)
         }
         Created::Replayed(first) => Ok(first),
+        Created::KeyReused => Err(ApiError::Conflict {
+            code: "idempotency_key_reused",
+            message: "this Idempotency-Key was used for another text, or for a message \
+                      deleted since; use a new key for a new message"
+                .to_owned(),
+        }),
     }
 }
 

@@ -72,10 +72,15 @@ impl AppState {
             .database_url
             .as_ref()
             .context("DATABASE_URL is required (mysql://... or sqlite://...)")?;
-        let db = Db::connect_lazy(url.expose_secret(), config.db_max_connections)?;
+        let db = Db::connect_lazy(
+            url.expose_secret(),
+            config.db_max_connections,
+            config.backend_timeout(),
+        )?;
         let kv = missive_adapters::kv::from_url(
             config.redis_url.as_ref().map(|u| u.expose_secret()),
             &config.redis_key_prefix,
+            config.backend_timeout(),
         )?;
         Ok(Self {
             outbox: Outbox::new(db.clone(), transport.clone()),

@@ -9,6 +9,8 @@
 //!   ([`event::EventKind`] and one payload struct per event).
 //! - [`time`]: Unix milliseconds and their RFC 3339 form.
 //! - [`trace_context`]: W3C `traceparent` values.
+//! - [`Unavailable`]: the mark an adapter puts on a failure of its backend (down,
+//!   unreachable, too slow), which the HTTP edge answers with 503.
 
 pub mod domain;
 pub mod event;
@@ -34,4 +36,31 @@ impl DomainError {
             message: message.into(),
         }
     }
+}
+
+/// A backend (the database, the session store, the event broker) could not be reached or
+/// did not answer in time. Adapters attach it as context to such failures; the HTTP edge
+/// answers any error carrying it with 503 `unavailable` and `Retry-After`, not 500:
+/// nothing is wrong with the request, and the same request is expected to work once the
+/// backend is back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the {backend} is unavailable")]
+pub struct Unavailable {
+    /// Which one, for humans and logs: `database`, `session store`, `event broker`.
+    pub backend: &'static str,
+}
+
+impl Unavailable {
+    /// The SQL database.
+    pub const DATABASE: Self = Self {
+        backend: "database",
+    };
+    /// Redis (sessions, login throttling, the activity log).
+    pub const SESSION_STORE: Self = Self {
+        backend: "session store",
+    };
+    /// Kafka or the Knative sink.
+    pub const EVENT_BROKER: Self = Self {
+        backend: "event broker",
+    };
 }

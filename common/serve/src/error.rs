@@ -38,6 +38,14 @@ pub enum ApiError {
     /// 409: the username is taken.
     #[error("this username is taken")]
     UsernameTaken,
+    /// 409: the request conflicts with the state the server holds; `code` says how.
+    #[error("{message}")]
+    Conflict {
+        /// Snake-case code, e.g. `idempotency_key_reused`.
+        code: &'static str,
+        /// Explanation for humans.
+        message: String,
+    },
     /// 413: the body exceeds the configured limit.
     #[error("request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
@@ -61,9 +69,35 @@ pub enum ApiError {
     /// 503: the request did not finish within the configured time.
     #[error("the request took too long")]
     Timeout,
-    /// 500: a bug or a failed dependency. The cause goes to the log, never to the client.
+    /// 503: a backend is down, unreachable or too slow (an error marked
+    /// [`missive_core::Unavailable`] by its adapter); `Retry-After` says when to try
+    /// again. The cause goes to the log.
+    #[error("{} is unavailable; try again shortly", .backend.backend)]
+    Unavailable {
+        /// Which backend.
+        backend: missive_core::Unavailable,
+        /// What happened, for the log.
+        cause: anyhow::Error,
+    },
+    /// 500: a bug or an unexpected failure. The cause goes to the log, never to the client.
     #[error(transparent)]
-    Internal(#[from] anyhow::Error),
+    Internal(anyhow::Error),
+}
+
+/// How long a client is asked to wait before retrying after a 503 `unavailable`: long
+/// enough not to hammer a backend that is coming back, short enough that a blip costs a
+/// second.
+pub const UNAVAILABLE_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+impl From<anyhow::Error> for ApiError {
+    /// A failure an adapter marked [`missive_core::Unavailable`] (anywhere in its context
+    /// chain) is a 503; anything else is a 500.
+    fn from(cause: anyhow::Error) -> Self {
+        match cause.downcast_ref::<missive_core::Unavailable>() {
+            Some(&backend) => Self::Unavailable { backend, cause },
+            None => Self::Internal(cause),
+        }
+    }
 }
 
 impl ApiError {
@@ -83,12 +117,12 @@ impl ApiError {
             }
             Self::Unauthenticated | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
             Self::NotFound => StatusCode::NOT_FOUND,
-            Self::UsernameTaken => StatusCode::CONFLICT,
+            Self::UsernameTaken | Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Timeout => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Timeout | Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -103,11 +137,13 @@ impl ApiError {
             Self::InvalidCredentials => "invalid_credentials",
             Self::NotFound => "not_found",
             Self::UsernameTaken => "username_taken",
+            Self::Conflict { code, .. } => code,
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Validation { code, .. } => code,
             Self::TooManyAttempts { .. } => "too_many_attempts",
             Self::Timeout => "timeout",
+            Self::Unavailable { .. } => "unavailable",
             Self::Internal(_) => "internal",
         }
     }
@@ -150,6 +186,15 @@ impl IntoResponse for ApiError {
                 tracing::error!(error = format!("{cause:#}"), "request failed");
                 "internal error".to_owned()
             }
+            Self::Unavailable { backend, cause } => {
+                // Ours to see (and alert on), not a bug: a warning, with the cause.
+                tracing::warn!(
+                    backend = backend.backend,
+                    error = format!("{cause:#}"),
+                    "backend unavailable"
+                );
+                self.to_string()
+            }
             other => {
                 // The client's mistake, not ours: visible when debugging, never noise.
                 tracing::debug!(
@@ -161,7 +206,12 @@ impl IntoResponse for ApiError {
             }
         };
         let mut response = error_response(status, self.code(), &message);
-        if let Self::TooManyAttempts { retry_after } = self {
+        let retry_after = match self {
+            Self::TooManyAttempts { retry_after } => Some(retry_after),
+            Self::Unavailable { .. } => Some(UNAVAILABLE_RETRY_AFTER),
+            _ => None,
+        };
+        if let Some(retry_after) = retry_after {
             // Round up so a client that waits exactly this long is not refused again.
             let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
             response

@@ -93,7 +93,7 @@ impl TestBackends {
         Db::create_if_missing(&url)
             .await
             .unwrap_or_else(|e| panic!("test database {url}: {e:#}"));
-        let db = Db::connect_lazy(&url, 5).expect("test database URL");
+        let db = Db::connect_lazy(&url, 5, std::time::Duration::from_secs(10)).expect("test database URL");
         db.migrate().await.expect("migrations apply");
         missive_app::messages::store::reindex_search(&db)
             .await

@@ -42,18 +42,20 @@ pub struct ApiDoc;
 
 /// Query string of the activity list, as sent.
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ActivityParams {
     /// At most this many entries, 1-100 (default 100: the whole log).
+    #[param(value_type = u32, required = false, minimum = 1, maximum = 100)]
     limit: Option<String>,
 }
 
 /// The user's activity, newest first.
 #[utoipa::path(
     get, path = "/api/activity", tag = "activity",
+    security(("session" = [])),
     params(ActivityParams),
     responses(
         (status = 200, body = ActivityList),
-        (status = 401, description = "`unauthenticated`", body = ErrorBody),
         (status = 422, description = "`invalid_limit`", body = ErrorBody),
     )
 )]

@@ -18,7 +18,6 @@ use missive_app::AppState;
 use missive_app::activity::Entry;
 use missive_app::auth::CurrentUser;
 use missive_serve::ApiError;
-use missive_serve::ErrorBody;
 
 /// Knative service name.
 pub const NAME: &str = env!("CARGO_PKG_NAME");
@@ -58,10 +57,10 @@ pub struct ApiDoc;
 /// Live activity of the user.
 #[utoipa::path(
     get, path = "/api/activity/stream", tag = "activity",
+    security(("session" = [])),
     responses(
         (status = 200, description = "`text/event-stream`: `event: <type>`, `data: <entry>`",
             content_type = "text/event-stream", body = Entry),
-        (status = 401, description = "`unauthenticated`", body = ErrorBody),
     )
 )]
 async fn stream(

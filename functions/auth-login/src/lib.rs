@@ -51,9 +51,7 @@ pub struct ApiDoc;
     request_body = Credentials,
     responses(
         (status = 200, description = "Logged in; sets a new `missive_session` cookie", body = UserBody),
-        (status = 400, description = "`invalid_json`", body = ErrorBody),
         (status = 401, description = "`invalid_credentials`", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
         (status = 429, description = "`too_many_attempts`; see `Retry-After`", body = ErrorBody),
     )
 )]

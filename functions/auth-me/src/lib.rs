@@ -8,7 +8,6 @@ use missive_app::AppState;
 use missive_app::auth::CurrentUser;
 use missive_app::auth::UserBody;
 use missive_app::{Function, Trigger};
-use missive_serve::ErrorBody;
 
 /// Knative service name.
 pub const NAME: &str = env!("CARGO_PKG_NAME");
@@ -37,9 +36,9 @@ pub struct ApiDoc;
 /// The logged-in user.
 #[utoipa::path(
     get, path = "/api/auth/me", tag = "auth",
+    security(("session" = [])),
     responses(
         (status = 200, body = UserBody),
-        (status = 401, description = "`unauthenticated`", body = ErrorBody),
     )
 )]
 async fn me(user: CurrentUser) -> Json<UserBody> {

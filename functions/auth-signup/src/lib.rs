@@ -48,10 +48,7 @@ pub struct ApiDoc;
     request_body = Credentials,
     responses(
         (status = 201, description = "Created; sets the `missive_session` cookie", body = UserBody),
-        (status = 400, description = "`invalid_json`", body = ErrorBody),
         (status = 409, description = "`username_taken`", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
         (status = 422, description = "`invalid_username` or `invalid_password`", body = ErrorBody),
     )
 )]

@@ -46,15 +46,13 @@ pub struct ApiDoc;
 /// Post a message.
 #[utoipa::path(
     post, path = "/api/messages", tag = "messages",
+    security(("session" = [])),
     request_body = NewMessage,
-    params(("Idempotency-Key" = Option<String>, Header,
-        description = "1-255 visible ASCII characters; a repeat by the same user within 24 h returns the first response")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$",
+        description = "1-255 visible ASCII characters. A repeat by the same user within 24 h with the same text creates nothing and returns the first response (201, same body), also after a crash between the two; with another text, or after the message was deleted, it is refused with 409 `idempotency_key_reused`.")),
     responses(
         (status = 201, body = Message),
-        (status = 400, description = "`invalid_json`", body = ErrorBody),
-        (status = 401, description = "`unauthenticated`", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`: the key was used for another text, or for a message deleted since", body = ErrorBody),
         (status = 422, description = "`invalid_text` or `invalid_idempotency_key`", body = ErrorBody),
     )
 )]

@@ -44,10 +44,10 @@ pub struct ApiDoc;
 /// Delete one message.
 #[utoipa::path(
     delete, path = "/api/messages/{id}", tag = "messages",
-    params(("id" = String, Path, description = "Message id")),
+    security(("session" = [])),
+    params(("id" = String, Path, pattern = "^[1-9][0-9]{0,17}$", description = "Message id (any other value is 404)")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, description = "`unauthenticated`", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
     )
 )]

@@ -41,10 +41,10 @@ pub struct ApiDoc;
 /// One message.
 #[utoipa::path(
     get, path = "/api/messages/{id}", tag = "messages",
-    params(("id" = String, Path, description = "Message id")),
+    security(("session" = [])),
+    params(("id" = String, Path, pattern = "^[1-9][0-9]{0,17}$", description = "Message id (any other value is 404)")),
     responses(
         (status = 200, body = Message),
-        (status = 401, description = "`unauthenticated`", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
     )
 )]

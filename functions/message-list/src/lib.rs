@@ -42,20 +42,23 @@ pub struct ApiDoc;
 
 /// Query string of the list endpoint, as sent (parsed into domain types in the handler).
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Page size, 1-100 (default 20).
+    #[param(value_type = u32, required = false, minimum = 1, maximum = 100)]
     limit: Option<String>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page (opaque; anything else is 422 `invalid_cursor`).
+    #[param(pattern = "^[1-9][0-9]{0,17}$")]
     before: Option<String>,
 }
 
 /// The user's messages, newest first.
 #[utoipa::path(
     get, path = "/api/messages", tag = "messages",
+    security(("session" = [])),
     params(ListParams),
     responses(
         (status = 200, body = MessagePage),
-        (status = 401, description = "`unauthenticated`", body = ErrorBody),
         (status = 422, description = "`invalid_limit` or `invalid_cursor`", body = ErrorBody),
     )
 )]

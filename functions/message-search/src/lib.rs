@@ -43,20 +43,24 @@ pub struct ApiDoc;
 
 /// Query string of the search endpoint, as sent.
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SearchParams {
-    /// 1-200 characters; every word must prefix a word of the message.
+    /// 1-200 characters, not only whitespace; every word must prefix a word of the
+    /// message. Required (its absence is 422 `invalid_query`).
+    #[param(value_type = String, required = true, min_length = 1, max_length = 200, pattern = "[^\\t\\n\\v\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]")]
     q: Option<String>,
     /// At most this many results, 1-100 (default 20).
+    #[param(value_type = u32, required = false, minimum = 1, maximum = 100)]
     limit: Option<String>,
 }
 
 /// Search the user's messages.
 #[utoipa::path(
     get, path = "/api/messages/search", tag = "messages",
+    security(("session" = [])),
     params(SearchParams),
     responses(
         (status = 200, body = MessageList),
-        (status = 401, description = "`unauthenticated`", body = ErrorBody),
         (status = 422, description = "`invalid_query` or `invalid_limit`", body = ErrorBody),
     )
 )]

@@ -21,7 +21,7 @@ use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::{any, get, get_service};
 use clap::Parser;
 use tower_http::services::{ServeDir, ServeFile};
 
@@ -83,10 +83,19 @@ pub fn router(dir: PathBuf) -> Router {
             }),
         );
     // The public host sends /api paths that no function serves here; they get the API's
-    // JSON 404, not the app's index.html.
-    let api = Router::new()
+    // JSON 404, not the app's index.html. One of them is the API's own document, which
+    // no function owns: the build puts it in the site (frontend/public/api/), the same
+    // bytes `missive dev` serves.
+    let document = dir.join("api/openapi.json");
+    let mut api = Router::new()
         .route("/api", any(api_not_found))
         .route("/api/{*rest}", any(api_not_found));
+    if document.is_file() {
+        api = api.route(
+            "/api/openapi.json",
+            get_service(ServeFile::new(document)).layer(middleware::from_fn(cache_control)),
+        );
+    }
     missive_serve::observed(probes.merge(api).merge(site(dir)))
 }
 

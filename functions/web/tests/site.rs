@@ -96,6 +96,21 @@ async fn an_unbuilt_app_is_alive_but_not_ready_and_says_how_to_build() {
 }
 
 #[tokio::test]
+async fn serves_the_api_document_the_build_put_in_the_site() {
+    let dir = built_app("document");
+    std::fs::create_dir_all(dir.join("api")).unwrap();
+    let document = "{\"openapi\":\"3.1.0\"}\n";
+    std::fs::write(dir.join("api/openapi.json"), document).unwrap();
+    let app = web::router(dir.clone());
+    let res = get(&app, "/api/openapi.json", None).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(header_of(&res, header::CONTENT_TYPE), "application/json");
+    assert_eq!(header_of(&res, header::CACHE_CONTROL), "no-cache");
+    assert_eq!(body_of(res).await, document.as_bytes());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
 async fn api_paths_no_function_serves_get_the_json_404_not_the_app() {
     let dir = built_app("api");
     let app = web::router(dir.clone());

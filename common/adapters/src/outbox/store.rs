@@ -60,7 +60,7 @@ pub async fn insert_one(
 }
 
 /// Records that `source`+`id` was applied; `false` if it was before (a redelivery).
-pub async fn claim_event(conn: &mut AnyConnection, source: &str, id: &str) -> sqlx::Result<bool> {
+pub async fn claim_event(conn: &mut AnyConnection, source: &str, id: &str) -> anyhow::Result<bool> {
     let done =
         query("INSERT INTO processed_events (source, event_id, processed_at) VALUES (?, ?, ?)")
             .bind(source)
@@ -84,7 +84,7 @@ impl Db {
     }
 
     /// Marks the rows of these event ids as published.
-    pub async fn mark_sent(&self, event_ids: &[String]) -> sqlx::Result<()> {
+    pub async fn mark_sent(&self, event_ids: &[String]) -> anyhow::Result<()> {
         for chunk in event_ids.chunks(MAX_PARAMS) {
             let sql = format!(
                 "UPDATE outbox SET sent_at = ? WHERE event_id IN ({})",
@@ -103,7 +103,7 @@ impl Db {
     }
 
     /// Takes the relay lease for `ttl_ms` if it is free or expired (or already ours).
-    pub async fn acquire_relay_lease(&self, holder: &str, ttl_ms: i64) -> sqlx::Result<bool> {
+    pub async fn acquire_relay_lease(&self, holder: &str, ttl_ms: i64) -> anyhow::Result<bool> {
         let now = now_millis();
         let done = query(
             "UPDATE outbox_lease SET holder = ?, expires_at = ? \
@@ -119,7 +119,7 @@ impl Db {
     }
 
     /// Gives the lease back early.
-    pub async fn release_relay_lease(&self, holder: &str) -> sqlx::Result<()> {
+    pub async fn release_relay_lease(&self, holder: &str) -> anyhow::Result<()> {
         query("UPDATE outbox_lease SET expires_at = 0 WHERE name = 'relay' AND holder = ?")
             .bind(holder)
             .execute(&mut *traced::acquire(self.writer()).await?)
@@ -148,15 +148,16 @@ impl Db {
     }
 
     /// Number of unsent rows (for tests and the relay's report).
-    pub async fn unsent_count(&self) -> sqlx::Result<i64> {
+    pub async fn unsent_count(&self) -> anyhow::Result<i64> {
         query("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL")
             .fetch_one(&mut *traced::acquire(self.reader()).await?)
             .await?
             .try_get(0)
+            .map_err(Into::into)
     }
 
     /// Deletes rows published before `before_ms`.
-    pub async fn purge_sent(&self, before_ms: i64) -> sqlx::Result<u64> {
+    pub async fn purge_sent(&self, before_ms: i64) -> anyhow::Result<u64> {
         let done = query("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?")
             .bind(before_ms)
             .execute(&mut *traced::acquire(self.writer()).await?)

@@ -43,7 +43,7 @@ pub fn query_built(sql: String) -> Statement<'static> {
 
 /// Takes a connection from the pool, in a span of its own: waiting for a connection is
 /// the first thing to look at when queries are fast and requests are not.
-pub async fn acquire(pool: &AnyPool) -> sqlx::Result<PoolConnection<Any>> {
+pub async fn acquire(pool: &AnyPool) -> anyhow::Result<PoolConnection<Any>> {
     let (system, namespace) = target();
     let span = tracing::info_span!(
         "db.pool.acquire",
@@ -51,18 +51,20 @@ pub async fn acquire(pool: &AnyPool) -> sqlx::Result<PoolConnection<Any>> {
         db.system.name = system,
         db.namespace = namespace,
     );
-    leaf(span, pool.acquire()).await
+    leaf(span, pool.acquire()).await.map_err(outage)
 }
 
 /// Opens a transaction on a connection from `pool`.
-pub async fn begin(pool: &AnyPool) -> sqlx::Result<Transaction<'static, Any>> {
+pub async fn begin(pool: &AnyPool) -> anyhow::Result<Transaction<'static, Any>> {
     let conn = acquire(pool).await?;
-    leaf(span("BEGIN"), Transaction::begin(conn, None)).await
+    leaf(span("BEGIN"), Transaction::begin(conn, None))
+        .await
+        .map_err(outage)
 }
 
 /// Commits `tx`.
-pub async fn commit(tx: Transaction<'_, Any>) -> sqlx::Result<()> {
-    leaf(span("COMMIT"), tx.commit()).await
+pub async fn commit(tx: Transaction<'_, Any>) -> anyhow::Result<()> {
+    leaf(span("COMMIT"), tx.commit()).await.map_err(outage)
 }
 
 /// A span for a statement that is not a query (`BEGIN`, `COMMIT`).
@@ -129,7 +131,7 @@ impl<'q> Statement<'q> {
     }
 
     /// Runs the statement.
-    pub async fn execute<'e, 'c: 'e, E>(self, executor: E) -> sqlx::Result<AnyQueryResult>
+    pub async fn execute<'e, 'c: 'e, E>(self, executor: E) -> anyhow::Result<AnyQueryResult>
     where
         'q: 'e,
         E: Executor<'c, Database = Any>,
@@ -139,7 +141,7 @@ impl<'q> Statement<'q> {
     }
 
     /// Runs the statement for exactly one row.
-    pub async fn fetch_one<'e, 'c: 'e, E>(self, executor: E) -> sqlx::Result<AnyRow>
+    pub async fn fetch_one<'e, 'c: 'e, E>(self, executor: E) -> anyhow::Result<AnyRow>
     where
         'q: 'e,
         E: Executor<'c, Database = Any>,
@@ -149,7 +151,7 @@ impl<'q> Statement<'q> {
     }
 
     /// Runs the statement for at most one row.
-    pub async fn fetch_optional<'e, 'c: 'e, E>(self, executor: E) -> sqlx::Result<Option<AnyRow>>
+    pub async fn fetch_optional<'e, 'c: 'e, E>(self, executor: E) -> anyhow::Result<Option<AnyRow>>
     where
         'q: 'e,
         E: Executor<'c, Database = Any>,
@@ -159,7 +161,7 @@ impl<'q> Statement<'q> {
     }
 
     /// Runs the statement for all its rows.
-    pub async fn fetch_all<'e, 'c: 'e, E>(self, executor: E) -> sqlx::Result<Vec<AnyRow>>
+    pub async fn fetch_all<'e, 'c: 'e, E>(self, executor: E) -> anyhow::Result<Vec<AnyRow>>
     where
         'q: 'e,
         E: Executor<'c, Database = Any>,
@@ -187,7 +189,7 @@ struct Running {
 }
 
 impl Running {
-    async fn finish<T>(self, run: impl Future<Output = sqlx::Result<T>>) -> sqlx::Result<T> {
+    async fn finish<T>(self, run: impl Future<Output = sqlx::Result<T>>) -> anyhow::Result<T> {
         let started = Instant::now();
         let result = run.await;
         let (system, _) = target();
@@ -205,11 +207,41 @@ impl Running {
         missive_telemetry::metrics::get()
             .db_duration
             .record(started.elapsed().as_secs_f64(), &attributes);
-        result
+        result.map_err(outage)
     }
 }
 
 /// A low-cardinality name for a failure (`error.type`).
+/// A database error as the layers above see it. One that says the database is down,
+/// unreachable, out of connections, shutting down or busy (no connection within the
+/// pool's acquire timeout, an I/O or TLS failure, the codes below) is marked
+/// [`missive_core::Unavailable`], and a request that meets it is answered 503. The rest (a
+/// constraint, a bad statement) stays a plain failure; the original `sqlx::Error` is kept
+/// underneath for callers that look (see [`crate::sql::is_unique_violation`]).
+pub(crate) fn outage(err: sqlx::Error) -> anyhow::Error {
+    let down = match &err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            // SQLSTATE class 08 (connection exception: too many connections, server
+            // shutdown, ...) and 70100 (MariaDB killed the connection, as it does when it
+            // shuts down); SQLite's SQLITE_BUSY family, past its busy timeout.
+            let code = db.code();
+            let code = code.as_deref().unwrap_or_default();
+            code.starts_with("08") || ["70100", "5", "261", "517"].contains(&code)
+        }
+        _ => false,
+    };
+    if down {
+        anyhow::Error::new(err).context(missive_core::Unavailable::DATABASE)
+    } else {
+        err.into()
+    }
+}
+
 fn error_type(err: &sqlx::Error) -> &'static str {
     match err {
         sqlx::Error::Database(db) if db.is_unique_violation() => "unique_violation",

@@ -57,12 +57,17 @@ impl Sessions {
     /// Starts a new session with a fresh id.
     pub async fn create(&self, user: &CurrentUser) -> anyhow::Result<SessionId> {
         let id = SessionId::generate();
+        self.store(&id, user).await?;
+        Ok(id)
+    }
+
+    /// Starts session `id` (a fresh [`SessionId::generate`]) for `user`.
+    pub async fn store(&self, id: &SessionId, user: &CurrentUser) -> anyhow::Result<()> {
         let stored = serde_json::to_string(&Stored {
             uid: user.id.0,
             name: user.username.as_str().to_owned(),
         })?;
-        self.kv.set_ex(&Self::key(&id), &stored, self.ttl).await?;
-        Ok(id)
+        self.kv.set_ex(&Self::key(id), &stored, self.ttl).await
     }
 
     /// The session's user, sliding its expiry forward; `None` if unknown or expired.

@@ -10,14 +10,18 @@ use sqlx::Row;
 
 use super::UserId;
 
-/// Inserts a user and its `user.registered` event in one transaction; `Ok(None)` when the
-/// username is taken (the unique index decides, so racing signups cannot both succeed).
-pub(super) async fn insert_user(
+/// Inserts a user and its `user.registered` event in one transaction, which commits only
+/// once `then(id)` has succeeded (signup starts the session there: a session store that
+/// is down must not leave an account behind whose retry would say "taken"). `Ok(None)`
+/// when the username is taken (the unique index decides, so racing signups cannot both
+/// succeed).
+pub(super) async fn insert_user<T>(
     db: &Db,
     username: &Username,
     password_hash: &str,
     event: CloudEvent,
-) -> anyhow::Result<Option<(UserId, OutboxEntry)>> {
+    then: impl AsyncFnOnce(UserId) -> anyhow::Result<T>,
+) -> anyhow::Result<Option<(UserId, OutboxEntry, T)>> {
     let mut tx = traced::begin(db.writer()).await?;
     let result = query(
         "INSERT INTO users (username, password_hash, created_at) VALUES (?, ?, ?) \
@@ -31,11 +35,13 @@ pub(super) async fn insert_user(
     let id = match result {
         Ok(row) => UserId(row.try_get(0)?),
         Err(err) if is_unique_violation(&err) => return Ok(None),
-        Err(err) => return Err(err.into()),
+        Err(err) => return Err(err),
     };
     let entry = outbox::insert_one(&mut tx, event).await?;
+    // Dropping `tx` on an error rolls it back.
+    let done = then(id).await?;
     traced::commit(tx).await?;
-    Ok(Some((id, entry)))
+    Ok(Some((id, entry, done)))
 }
 
 /// A user's id and password hash.

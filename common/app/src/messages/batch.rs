@@ -102,6 +102,20 @@ async fn run(writer: AnyPool, mut requests: mpsc::Receiver<Pending>) {
                     let _ = pending.reply.send(Ok(message));
                 }
             }
+            Err(err) if err.downcast_ref::<missive_core::Unavailable>().is_some() => {
+                // The database is down: retrying row by row would make the last request
+                // of the batch wait one connect timeout per row ahead of it. Everyone
+                // gets the answer now (a 503), and the clients retry.
+                tracing::warn!(
+                    error = format!("{err:#}"),
+                    size = batch.len(),
+                    "batch failed: the database is unavailable"
+                );
+                for pending in batch.drain(..) {
+                    let _ = pending.reply.send(Err(anyhow::anyhow!("{err:#}")
+                        .context(missive_core::Unavailable::DATABASE)));
+                }
+            }
             Err(err) => {
                 // One failing row must not fail its neighbours: retry each on its own so
                 // every request gets its own answer.

@@ -29,8 +29,12 @@ pub type EventFor = Arc<dyn Fn(&Message) -> CloudEvent + Send + Sync>;
 pub enum Created {
     /// A new message, and its `message.created` event in the outbox.
     New(Box<(Message, OutboxEntry)>),
-    /// The idempotency key was used before: the first response, nothing created.
+    /// The idempotency key was used before for the same text, and that message still
+    /// exists: the first response, nothing created.
     Replayed(Message),
+    /// The idempotency key was used before for another text, or its message has been
+    /// deleted since: nothing created, and nothing to replay.
+    KeyReused,
 }
 
 /// The outcome of ingesting a submitted message.
@@ -110,6 +114,14 @@ impl MessageStore {
                 Err(err) if is_unique_violation(&err) => {
                     tx.rollback().await?;
                     match self.replay(user, key, now).await? {
+                        Some(first) if first.text != text.as_str() => {
+                            return Ok(Created::KeyReused);
+                        }
+                        // Replaying a deleted message would answer 201 for something a
+                        // GET then says does not exist.
+                        Some(first) if !self.exists(user, &first).await? => {
+                            return Ok(Created::KeyReused);
+                        }
                         Some(first) => return Ok(Created::Replayed(first)),
                         None => continue,
                     }
@@ -128,6 +140,19 @@ impl MessageStore {
             return Ok(Created::New(Box::new((message, entry))));
         }
         anyhow::bail!("idempotency key kept expiring while being replaced")
+    }
+
+    /// Whether `message` (a replayed response) is still there.
+    async fn exists(&self, user: UserId, message: &Message) -> anyhow::Result<bool> {
+        let Some(id) = MessageId::parse(&message.id) else {
+            return Ok(false);
+        };
+        Ok(query("SELECT 1 FROM messages WHERE id = ? AND user_id = ?")
+            .bind(id.get())
+            .bind(user.0)
+            .fetch_optional(&mut *traced::acquire(self.db.reader()).await?)
+            .await?
+            .is_some())
     }
 
     /// The stored response for a used key; `None` (after deleting it) when it expired.
@@ -304,7 +329,7 @@ async fn insert_message(
     user: UserId,
     text: &MessageText,
     now: i64,
-) -> sqlx::Result<Message> {
+) -> anyhow::Result<Message> {
     let id = insert_message_row(conn, user, text, now).await?;
     insert_tokens(conn, &[(user, id, text)]).await?;
     Ok(new_message(id, text, now))
@@ -316,7 +341,7 @@ pub(super) async fn insert_message_row(
     user: UserId,
     text: &MessageText,
     now: i64,
-) -> sqlx::Result<MessageId> {
+) -> anyhow::Result<MessageId> {
     let row =
         query("INSERT INTO messages (user_id, text, created_at) VALUES (?, ?, ?) RETURNING id")
             .bind(user.0)
@@ -334,7 +359,7 @@ async fn insert_message_by_name(
     username: &Username,
     text: &MessageText,
     now: i64,
-) -> sqlx::Result<Option<Message>> {
+) -> anyhow::Result<Option<Message>> {
     let row = query(
         "INSERT INTO messages (user_id, text, created_at) \
          SELECT id, ?, ? FROM users WHERE username = ? RETURNING id, user_id",
@@ -355,7 +380,7 @@ async fn insert_message_by_name(
 pub(super) async fn insert_tokens(
     conn: &mut sqlx::AnyConnection,
     messages: &[(UserId, MessageId, &MessageText)],
-) -> sqlx::Result<()> {
+) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for (user, id, text) in messages {
         let mut tokens = missive_core::domain::search_tokens(text.as_str());

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Everything the test suite needs, installed and started if missing; idempotent, so a
+# machine that already has it all is through in a few seconds. scripts/test.sh runs it
+# first (MISSIVE_SKIP_SETUP=1 skips it when you manage the services yourself).
+#   Rust: clippy, rustfmt, cargo-nextest
+#   Python: pyyaml (the static checks), schemathesis (the contract fuzzer), and through
+#           scripts/kafka.sh confluent-kafka and cloudevents (outside Kafka clients)
+#   Node 20.19+ with npm, Debian's Chromium (the web app's browser tests)
+#   scripts/deploy-tools.sh  the deployment checkers, under ~/.cache/missive-tools
+#   scripts/services.sh      MariaDB on 127.0.0.1:3306 and Redis on 127.0.0.1:6379
+#   scripts/kafka.sh         a tansu broker on 127.0.0.1:9092
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
+command -v cargo-nextest >/dev/null 2>&1 || cargo install cargo-nextest --locked
+
+python3 -c 'import yaml' 2>/dev/null || python3 -m pip install --quiet pyyaml
+bash scripts/schemathesis.sh install
+# Node 20.19+ with npm (preinstalled here; Debian's own nodejs is too old for Vite 7).
+command -v node >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq nodejs npm; }
+command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+bash scripts/deploy-tools.sh
+bash scripts/services.sh
+bash scripts/kafka.sh
