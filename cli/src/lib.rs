@@ -17,9 +17,9 @@ pub mod frontend;
 pub mod openapi;
 pub mod registry;
 
-use axum::routing::get;
 use axum::Router;
 use axum::http::header::CONTENT_TYPE;
+use axum::routing::get;
 use missive_app::{AppState, Topic};
 
 /// Every function's routes on one router (the runtime-contract layers not yet applied).

@@ -63,14 +63,12 @@ pub fn json() -> String {
 /// The reusable responses of the runtime contract, by component name.
 fn shared_responses() -> [(&'static str, Response); 7] {
     let error = |description: &str| {
-        ResponseBuilder::new()
-            .description(description)
-            .content(
-                "application/json",
-                ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name("ErrorBody")))
-                    .build(),
-            )
+        ResponseBuilder::new().description(description).content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
     };
     let retry_after = |description: &str| {
         HeaderBuilder::new()
@@ -127,9 +125,11 @@ fn add_contract(doc: &mut utoipa::openapi::OpenApi) {
         for operation in operations.into_iter().flatten() {
             let secured = is_secured(operation);
             let has_body = operation.request_body.is_some();
-            let has_query = operation.parameters.iter().flatten().any(|p| {
-                matches!(p.parameter_in, utoipa::openapi::path::ParameterIn::Query)
-            });
+            let has_query = operation
+                .parameters
+                .iter()
+                .flatten()
+                .any(|p| matches!(p.parameter_in, utoipa::openapi::path::ParameterIn::Query));
             let mut add_all = |list: &[(&str, &str)]| {
                 for (status, name) in list {
                     operation

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use dev::{Dev, Setup, eventually};
+use missive_testkit::proxy::{Mode, Proxy};
 use serde_json::{Value, json};
 
 fn kafka_client(args: &[&str], stdin: Option<&str>) -> String {
@@ -246,58 +247,6 @@ fn a_consumer_killed_mid_stream_resumes_without_loss_or_duplicates() {
     dev.stop();
 }
 
-/// A TCP proxy in front of a broker that the test can cut: while down it refuses new
-/// connections and resets open ones, which is what clients see of a dead broker.
-struct Proxy {
-    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    open: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>,
-}
-
-impl Proxy {
-    fn start(listen: u16, target: u16) -> Proxy {
-        use std::sync::atomic::Ordering;
-        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let open = std::sync::Arc::new(std::sync::Mutex::new(Vec::<TcpStream>::new()));
-        let listener = std::net::TcpListener::bind(("127.0.0.1", listen)).unwrap();
-        let (up2, open2) = (up.clone(), open.clone());
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { continue };
-                if !up2.load(Ordering::SeqCst) {
-                    continue; // dropped: the client sees a reset
-                }
-                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
-                    continue;
-                };
-                {
-                    let mut open = open2.lock().unwrap();
-                    open.push(client.try_clone().unwrap());
-                    open.push(server.try_clone().unwrap());
-                }
-                for (mut from, mut to) in [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server, client),
-                ] {
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
-                        let _ = to.shutdown(std::net::Shutdown::Both);
-                    });
-                }
-            }
-        });
-        Proxy { up, open }
-    }
-
-    fn set_up(&self, up: bool) {
-        self.up.store(up, std::sync::atomic::Ordering::SeqCst);
-        if !up {
-            for stream in self.open.lock().unwrap().drain(..) {
-                let _ = stream.shutdown(std::net::Shutdown::Both);
-            }
-        }
-    }
-}
-
 /// A tansu broker of one test's own (scripts/kafka.sh on another port), stopped when
 /// dropped: also when the test fails half-way.
 struct PrivateBroker {
@@ -335,7 +284,7 @@ fn events_posted_while_the_broker_is_unreachable_arrive_once_it_is_back() {
     let broker_port = 20000 + (std::process::id() % 5000) * 2;
     let proxy_port = broker_port + 1;
     let _broker = PrivateBroker::start(broker_port, proxy_port);
-    let proxy = Proxy::start(proxy_port as u16, broker_port as u16);
+    let proxy = Proxy::start_on(proxy_port as u16, &format!("127.0.0.1:{broker_port}"));
     let brokers = format!("127.0.0.1:{proxy_port}");
     let setup = Setup::new("outage");
     let mut cmd = setup.command();
@@ -346,7 +295,7 @@ fn events_posted_while_the_broker_is_unreachable_arrive_once_it_is_back() {
     eventually(Duration::from_secs(10), "registration recorded", || {
         dev.activity(&cookie) == ["user.registered"]
     });
-    proxy.set_up(false);
+    proxy.set(Mode::Down);
     for i in 0..5 {
         let res = dev.request(
             "POST",
@@ -361,7 +310,7 @@ fn events_posted_while_the_broker_is_unreachable_arrive_once_it_is_back() {
         ["user.registered"],
         "nothing got through"
     );
-    proxy.set_up(true);
+    proxy.set(Mode::Up);
     // Whatever the producer gave up on is still in the outbox: the relay (PingSource's
     // job) publishes it.
     let ping = |dev: &Dev| {

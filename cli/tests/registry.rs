@@ -120,7 +120,10 @@ fn event_functions_are_fed_by_the_sources_the_registry_names() {
 /// be byte for byte what `missive dev` serves.
 #[test]
 fn the_committed_api_document_is_the_one_the_code_makes() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../frontend/public/api/openapi.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../frontend/public/api/openapi.json"
+    );
     assert!(path.ends_with(missive::openapi::COMMITTED_COPY));
     let committed = std::fs::read_to_string(path).unwrap_or_default();
     assert!(
@@ -143,9 +146,17 @@ fn the_api_document_states_the_servers_limits() {
     let username = &schemas["Credentials"]["properties"]["username"];
     assert_eq!(username["pattern"], "^[a-z0-9_]{3,32}$");
     let password = &schemas["Credentials"]["properties"]["password"];
-    assert_eq!((&password["minLength"], &password["maxLength"]), (&8.into(), &128.into()));
+    assert_eq!(
+        (&password["minLength"], &password["maxLength"]),
+        (&8.into(), &128.into())
+    );
     let search = &doc["paths"]["/api/messages/search"]["get"]["parameters"];
-    let q = search.as_array().unwrap().iter().find(|p| p["name"] == "q").unwrap();
+    let q = search
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "q")
+        .unwrap();
     assert_eq!(q["required"], true);
     assert_eq!(q["schema"]["maxLength"], MAX_QUERY_CHARS);
     for (path, method) in [
@@ -156,7 +167,11 @@ fn the_api_document_states_the_servers_limits() {
         let params = doc["paths"][path][method]["parameters"].as_array().unwrap();
         let limit = params.iter().find(|p| p["name"] == "limit").unwrap();
         assert_eq!(limit["in"], "query", "{path}");
-        assert_eq!((&limit["schema"]["minimum"], &limit["schema"]["maximum"]), (&1.into(), &100.into()), "{path}");
+        assert_eq!(
+            (&limit["schema"]["minimum"], &limit["schema"]["maximum"]),
+            (&1.into(), &100.into()),
+            "{path}"
+        );
     }
     // The whitespace the pattern excludes is exactly what `str::trim` removes.
     let pattern = text["pattern"].as_str().unwrap();
@@ -167,11 +182,19 @@ fn the_api_document_states_the_servers_limits() {
         assert_eq!(excluded, c.is_whitespace(), "U+{:04X}", c as u32);
     }
     let create = &doc["paths"]["/api/messages"]["post"];
-    let key = create["parameters"].as_array().unwrap().iter().find(|p| p["name"] == "Idempotency-Key").unwrap();
+    let key = create["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "Idempotency-Key")
+        .unwrap();
     assert_eq!(key["in"], "header");
     assert_eq!(key["schema"]["maxLength"], 255);
     assert!(create["responses"]["409"].is_object());
-    assert_eq!(doc["components"]["securitySchemes"]["session"]["in"], "cookie");
+    assert_eq!(
+        doc["components"]["securitySchemes"]["session"]["in"],
+        "cookie"
+    );
 }
 
 #[test]

@@ -288,8 +288,10 @@ api_test!(
                     });
                     // Shared answers (401, 413, 503, ...) are references to components.
                     let documented = match documented["$ref"].as_str() {
-                        Some(name) => &doc["components"]["responses"]
-                            [name.trim_start_matches("#/components/responses/")],
+                        Some(name) => {
+                            &doc["components"]["responses"]
+                                [name.trim_start_matches("#/components/responses/")]
+                        }
                         None => documented,
                     };
                     if res.status.is_client_error() {

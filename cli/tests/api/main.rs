@@ -33,6 +33,7 @@ mod auth;
 mod events;
 mod health;
 mod messages;
+mod outages;
 mod outbox;
 mod request_shape;
 mod search;

@@ -144,7 +144,10 @@ impl Kv for RedisKv {
     async fn ping(&self) -> anyhow::Result<()> {
         let _span = command_span("PING");
         let mut conn = self.conn().await?;
-        let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(outage)?;
+        let _: String = redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
+            .map_err(outage)?;
         Ok(())
     }
 
@@ -292,10 +295,7 @@ impl Kv for RedisKv {
             })?
             .map_err(outage)
             .context("connecting to Redis for pub/sub")?;
-        pubsub
-            .subscribe(self.key(channel))
-            .await
-            .map_err(outage)?;
+        pubsub.subscribe(self.key(channel)).await.map_err(outage)?;
         let stream = pubsub
             .into_on_message()
             .filter_map(|msg| async move { msg.get_payload::<String>().ok() });

@@ -37,7 +37,12 @@ pub const ATTEMPT_WINDOW: Duration = Duration::from_secs(15 * 60);
 #[derive(Deserialize, ToSchema)]
 pub struct Credentials {
     /// 3-32 characters of `a-z`, `0-9` and `_` ([`Username`]).
-    #[schema(example = "alice", min_length = 3, max_length = 32, pattern = "^[a-z0-9_]{3,32}$")]
+    #[schema(
+        example = "alice",
+        min_length = 3,
+        max_length = 32,
+        pattern = "^[a-z0-9_]{3,32}$"
+    )]
     pub username: String,
     /// 8-128 characters (Unicode scalar values, as JSON Schema counts) ([`Password`]).
     #[schema(value_type = String, format = Password, min_length = 8, max_length = 128)]

@@ -54,7 +54,11 @@ pub struct NewMessage {
     /// whitespace. The pattern asks for one character that is not White_Space as Rust's
     /// `str::trim` (the server's rule) knows it, spelled out because regex engines'
     /// `\s` disagree with it (ECMAScript's has U+FEFF and lacks U+0085).
-    #[schema(min_length = 1, max_length = 4000, pattern = "[^\\t\\n\\v\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]")]
+    #[schema(
+        min_length = 1,
+        max_length = 4000,
+        pattern = "[^\\t\\n\\v\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
+    )]
     pub text: String,
 }
 

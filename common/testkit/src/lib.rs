@@ -9,9 +9,11 @@
 //! # Layout
 //! - this file: [`TestBackends`], [`TestRequest`], [`TestResponse`].
 //! - [`process`]: signals and exits of child processes (runtime-contract tests).
+//! - [`proxy`]: a TCP proxy a test cuts, to take a backend away.
 //! - [`otlp`]: an OTLP/HTTP receiver that decodes what the exporters send.
 
 pub mod process;
+pub mod proxy;
 
 /// An OTLP/HTTP receiver for tests.
 pub mod otlp {
@@ -93,7 +95,8 @@ impl TestBackends {
         Db::create_if_missing(&url)
             .await
             .unwrap_or_else(|e| panic!("test database {url}: {e:#}"));
-        let db = Db::connect_lazy(&url, 5, std::time::Duration::from_secs(10)).expect("test database URL");
+        let db = Db::connect_lazy(&url, 5, std::time::Duration::from_secs(10))
+            .expect("test database URL");
         db.migrate().await.expect("migrations apply");
         missive_app::messages::store::reindex_search(&db)
             .await

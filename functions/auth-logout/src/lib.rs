@@ -58,8 +58,9 @@ async fn logout(
 ) -> Result<impl IntoResponse, ApiError> {
     // Nothing in the body is used, but what is sent must be what the document says.
     if !body.is_empty() {
-        serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&body)
-            .map_err(|err| ApiError::InvalidJson(format!("the body must be a JSON object: {err}")))?;
+        serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&body).map_err(
+            |err| ApiError::InvalidJson(format!("the body must be a JSON object: {err}")),
+        )?;
     }
     auth::logout(&state, NAME, session_id(&headers)).await?;
     Ok((

@@ -112,8 +112,11 @@ async fn run(writer: AnyPool, mut requests: mpsc::Receiver<Pending>) {
                     "batch failed: the database is unavailable"
                 );
                 for pending in batch.drain(..) {
-                    let _ = pending.reply.send(Err(anyhow::anyhow!("{err:#}")
-                        .context(missive_core::Unavailable::DATABASE)));
+                    let _ =
+                        pending
+                            .reply
+                            .send(Err(anyhow::anyhow!("{err:#}")
+                                .context(missive_core::Unavailable::DATABASE)));
                 }
             }
             Err(err) => {
