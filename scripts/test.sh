@@ -47,6 +47,9 @@ cargo build --workspace --bins --quiet
 # The web app's API types must be what the server's OpenAPI document says.
 MISSIVE_BIN="${CARGO_TARGET_DIR:-target}/debug/missive" bash frontend/scripts/api-types.sh --check
 MISSIVE_BIN="${CARGO_TARGET_DIR:-target}/debug/missive" node frontend/tests/e2e/run.mjs
+# The API contract from outside: schemathesis against `missive dev`, every check and
+# phase, the fixed seed (SCHEMATHESIS_SEED=random for a new one).
+MISSIVE_BIN="${CARGO_TARGET_DIR:-target}/debug/missive" bash scripts/schemathesis.sh
 # The images' statically linked binaries resolve the backends through DNS.
 bash scripts/check_static_dns.sh
 # Every benchmark script runs as documented (tiny settings, debug build; no figures).

@@ -35,6 +35,7 @@ locals {
     COOKIE_SECURE               = "true"
     DB_MAX_CONNECTIONS          = "5"
     REQUEST_TIMEOUT_SECS        = "30"
+    BACKEND_TIMEOUT_MS          = "1000"
     SHUTDOWN_GRACE_SECS         = "25"
     KAFKA_BROKERS               = join(",", var.kafka_brokers)
     KAFKA_EVENTS_TOPIC          = "missive.events"
