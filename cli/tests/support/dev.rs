@@ -133,6 +133,20 @@ impl Dev {
         cookie: Option<&str>,
         json: Option<&str>,
     ) -> Response {
+        self.try_request_with(method, path, headers, cookie, json)
+            .unwrap_or_else(|err| panic!("{method} {path}: {err}"))
+    }
+
+    /// Like [`Dev::request_with`], but a connection that fails or closes before a whole
+    /// response is an error, not a panic (a server killed under load).
+    pub fn try_request_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        cookie: Option<&str>,
+        json: Option<&str>,
+    ) -> std::io::Result<Response> {
         let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
         for (name, value) in headers {
             req.push_str(&format!("{name}: {value}\r\n"));
@@ -148,14 +162,18 @@ impl Dev {
         } else {
             req.push_str("\r\n");
         }
-        let mut stream = TcpStream::connect(&self.addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        stream.write_all(req.as_bytes()).unwrap();
+        let mut stream = TcpStream::connect(&self.addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+        stream.write_all(req.as_bytes())?;
         let mut raw = String::new();
-        stream.read_to_string(&mut raw).unwrap();
-        Response::parse(&raw)
+        stream.read_to_string(&mut raw)?;
+        if !raw.starts_with("HTTP/1.1 ") || !raw.contains("\r\n\r\n") {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("no whole response: {raw:?}"),
+            ));
+        }
+        Ok(Response::parse(&raw))
     }
 
     /// Signs up and returns the cookie.
