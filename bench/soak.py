@@ -1,0 +1,246 @@
+#!/usr/bin/env python3
+"""Soak: `missive dev` on MariaDB + Redis + Kafka under steady mixed load for a long time
+(20 minutes by default), sampled every INTERVAL seconds. What must stay flat from the
+first sample after warm-up to the last: the server's RSS, its open connections (to
+MariaDB, Redis, Kafka, and in total), the outbox backlog (unsent rows), and the p99 of
+each window's requests. A figure that creeps up is a leak (memory, connections, rows)
+that a short benchmark cannot see.
+
+The load, at RATE requests/s from CLIENTS threads with keep-alive connections, as
+USERS signed-in users: 35 % POST /api/messages (a third with an Idempotency-Key), 35 %
+GET /api/messages, 10 % search, 10 % GET /api/activity, 5 % GET /api/messages/{id},
+5 % DELETE of an own message; plus INBOX_RATE message.submitted events/s through Kafka
+(the dispatcher feeds message-ingest) and the outbox relay pinged every 10 s, as
+PingSource would.
+
+Usage: python3 bench/soak.py MISSIVE_BINARY [SECONDS] [RATE]
+  env: INTERVAL (60), CLIENTS (8), USERS (16), INBOX_RATE (20)
+Needs MariaDB (root@127.0.0.1), Redis and a Kafka broker (scripts/kafka.sh) running.
+"""
+import http.client
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ingest import BROKERS, Dev, record, sql  # noqa: E402
+
+from confluent_kafka import Producer  # noqa: E402
+from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+
+INTERVAL = float(os.environ.get("INTERVAL", "60"))
+CLIENTS = int(os.environ.get("CLIENTS", "8"))
+USERS = int(os.environ.get("USERS", "16"))
+INBOX_RATE = float(os.environ.get("INBOX_RATE", "20"))
+
+
+class Window:
+    """Latencies and failures of one sampling window, shared by the clients."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.reset()
+
+    def reset(self):
+        self.latencies, self.errors, self.statuses = [], 0, {}
+
+    def add(self, seconds, status):
+        with self.lock:
+            self.latencies.append(seconds)
+            self.statuses[status] = self.statuses.get(status, 0) + 1
+            if status >= 500 or status == 0:
+                self.errors += 1
+
+    def take(self):
+        with self.lock:
+            out = (sorted(self.latencies), self.errors, dict(self.statuses))
+            self.reset()
+            return out
+
+
+def client(port, cookies, rate, stop, window):
+    conn = None
+    mine = {}  # user -> ids of messages it posted (for GET and DELETE)
+    interval = 1.0 / rate
+    next_at = time.monotonic()
+    while not stop.is_set():
+        next_at += interval
+        delay = next_at - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        user = random.randrange(len(cookies))
+        headers = {"Cookie": cookies[user]}
+        roll = random.random()
+        body = None
+        if roll < 0.35:
+            method, path = "POST", "/api/messages"
+            body = json.dumps({"text": f"soak {uuid.uuid4().hex[:12]} hello world"})
+            headers["Content-Type"] = "application/json"
+            if random.random() < 1 / 3:
+                headers["Idempotency-Key"] = uuid.uuid4().hex
+        elif roll < 0.70:
+            method, path = "GET", "/api/messages?limit=20"
+        elif roll < 0.80:
+            method, path = "GET", "/api/messages/search?q=hello+wor&limit=20"
+        elif roll < 0.90:
+            method, path = "GET", "/api/activity?limit=20"
+        elif roll < 0.95 and mine.get(user):
+            method, path = "GET", f"/api/messages/{random.choice(mine[user])}"
+        elif mine.get(user):
+            method, path = "DELETE", f"/api/messages/{mine[user].pop()}"
+        else:
+            method, path = "GET", "/api/auth/me"
+        started = time.monotonic()
+        try:
+            if conn is None:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            conn.request(method, path, body=body, headers=headers)
+            res = conn.getresponse()
+            data = res.read()
+            status = res.status
+            if method == "POST" and status == 201:
+                ids = mine.setdefault(user, [])
+                ids.append(json.loads(data)["id"])
+                del ids[:-50]
+        except (OSError, http.client.HTTPException):
+            status = 0
+            conn = None
+        window.add(time.monotonic() - started, status)
+
+
+def producer_loop(topic, users, stop):
+    producer = Producer({"bootstrap.servers": BROKERS, "acks": "all", "linger.ms": 5})
+    sent, start = 0, time.monotonic()
+    while not stop.is_set():
+        due = int((time.monotonic() - start) * INBOX_RATE)
+        while sent < due:
+            r = record(users[sent % len(users)], f"soak inbox {sent}")
+            producer.produce(topic, key=r["key"], value=r["value"], headers=r["headers"])
+            sent += 1
+        producer.poll(0)
+        time.sleep(0.05)
+    producer.flush(30)
+
+
+def relay_loop(port, stop):
+    # What PingSource does: a CloudEvent to the relay every 10 s.
+    while not stop.wait(10):
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            conn.request("POST", "/_events/outbox-relay", body="{}", headers={
+                "Content-Type": "application/json", "ce-specversion": "1.0",
+                "ce-id": uuid.uuid4().hex, "ce-source": "/bench/soak",
+                "ce-type": "dev.knative.sources.ping"})
+            conn.getresponse().read()
+            conn.close()
+        except OSError:
+            pass
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def connections(pid):
+    """Established TCP connections of the process, by remote port."""
+    out = subprocess.run(["ss", "-Htnp", "state", "established"], capture_output=True, text=True).stdout
+    counts = {"mariadb": 0, "redis": 0, "kafka": 0, "total": 0}
+    for line in out.splitlines():
+        if f"pid={pid}," not in line:
+            continue
+        peer = line.split()[3]
+        port = peer.rsplit(":", 1)[-1]
+        which = {"3306": "mariadb", "6379": "redis", "9092": "kafka"}.get(port, "other")
+        counts["total"] += 1
+        counts[which] = counts.get(which, 0) + 1
+    return counts
+
+
+def pct(values, q):
+    return values[min(len(values) - 1, int(len(values) * q))] * 1000 if values else float("nan")
+
+
+def main():
+    binary = sys.argv[1]
+    seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 1200
+    rate = float(sys.argv[3]) if len(sys.argv) > 3 else 400
+    name = f"missive_soak_{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": BROKERS})
+    for f in admin.create_topics([NewTopic(f"{name}.{t}", num_partitions=4, replication_factor=1)
+                                  for t in ("events", "inbox", "dlq")]).values():
+        f.result(30)
+    dev = Dev(binary, name)
+    stop = threading.Event()
+    threads = []
+    try:
+        users = [f"soak{i:02}" for i in range(USERS)]
+        cookies = []
+        for u in users:
+            conn = http.client.HTTPConnection("127.0.0.1", dev.port, timeout=30)
+            conn.request("POST", "/api/auth/signup", body=json.dumps({"username": u, "password": "benchmark!"}),
+                         headers={"Content-Type": "application/json"})
+            res = conn.getresponse()
+            res.read()
+            cookies.append(res.getheader("set-cookie").split(";")[0])
+        window = Window()
+        threads = [threading.Thread(target=client, args=(dev.port, cookies, rate / CLIENTS, stop, window))
+                   for _ in range(CLIENTS)]
+        threads.append(threading.Thread(target=producer_loop, args=(f"{name}.inbox", users, stop)))
+        threads.append(threading.Thread(target=relay_loop, args=(dev.port, stop)))
+        for t in threads:
+            t.start()
+        print(f"soak: {seconds:.0f} s at {rate:.0f} req/s ({CLIENTS} clients, {USERS} users) + "
+              f"{INBOX_RATE:.0f} inbox events/s, sampled every {INTERVAL:.0f} s; pid {dev.proc.pid}")
+        print(f"{'t (s)':>6} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'5xx/err':>7} {'RSS MiB':>8} "
+              f"{'conns':>5} {'db':>3} {'redis':>5} {'kafka':>5} {'outbox':>6}")
+        start = time.monotonic()
+        window.take()
+        samples = []
+        while time.monotonic() - start < seconds:
+            time.sleep(min(INTERVAL, max(0.1, seconds - (time.monotonic() - start))))
+            latencies, errors, _ = window.take()
+            elapsed = time.monotonic() - start
+            conns = connections(dev.proc.pid)
+            backlog = int(sql(f"SELECT COUNT(*) FROM `{name}`.outbox WHERE sent_at IS NULL"))
+            sample = dict(t=elapsed, rate=len(latencies) / INTERVAL, p50=pct(latencies, 0.5),
+                          p99=pct(latencies, 0.99), errors=errors, rss=rss_kib(dev.proc.pid) / 1024,
+                          conns=conns, backlog=backlog)
+            samples.append(sample)
+            print(f"{elapsed:6.0f} {sample['rate']:7.0f} {sample['p50']:7.1f} {sample['p99']:7.1f} "
+                  f"{errors:7d} {sample['rss']:8.1f} {conns['total']:5d} {conns['mariadb']:3d} "
+                  f"{conns['redis']:5d} {conns['kafka']:5d} {backlog:6d}", flush=True)
+        stop.set()
+        for t in threads:
+            t.join()
+        if len(samples) >= 2:
+            # The first sample includes warm-up (pools filling, caches); compare the
+            # second with the last.
+            first, last = samples[1] if len(samples) > 2 else samples[0], samples[-1]
+            print("start → end: "
+                  f"RSS {first['rss']:.1f} → {last['rss']:.1f} MiB, "
+                  f"connections {first['conns']['total']} → {last['conns']['total']}, "
+                  f"outbox backlog {first['backlog']} → {last['backlog']}, "
+                  f"p99 {first['p99']:.1f} → {last['p99']:.1f} ms; "
+                  f"5xx or failed requests: {sum(s['errors'] for s in samples)}")
+            stored = int(sql(f"SELECT COUNT(*) FROM `{name}`.messages"))
+            print(f"messages table at the end: {stored:,} rows")
+    finally:
+        stop.set()
+        dev.stop()
+        sql(f"DROP DATABASE IF EXISTS `{name}`")
+        subprocess.run(["sh", "-c", f"redis-cli --scan --pattern '{name}:*' | xargs -r redis-cli del"],
+                       capture_output=True)
+        admin.delete_topics([f"{name}.{t}" for t in ("events", "inbox", "dlq")])
+
+
+if __name__ == "__main__":
+    main()
