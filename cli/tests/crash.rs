@@ -172,7 +172,7 @@ fn killed_under_load_loses_nothing(command: impl Fn() -> Command) {
             (Outcome::Created(id), _) => {
                 assert_eq!(
                     ids,
-                    [id.clone()],
+                    std::slice::from_ref(id),
                     "{}: acknowledged, stored exactly once",
                     s.text
                 );
@@ -180,7 +180,7 @@ fn killed_under_load_loses_nothing(command: impl Fn() -> Command) {
             (Outcome::Unknown, Some(_)) => {
                 assert_eq!(
                     ids,
-                    [retried[&s.text].clone()],
+                    std::slice::from_ref(&retried[&s.text]),
                     "{}: retried, stored exactly once",
                     s.text
                 );

@@ -173,13 +173,13 @@ export interface components {
         /** @description `POST /api/auth/signup` and `POST /api/auth/login`. */
         Credentials: {
             /**
-             * @description `^[a-z0-9_]{3,32}$`.
+             * @description 3-32 characters of `a-z`, `0-9` and `_` ([`Username`]).
              * @example alice
              */
             username: string;
             /**
              * Format: password
-             * @description 8–128 characters.
+             * @description 8-128 characters (Unicode scalar values, as JSON Schema counts) ([`Password`]).
              */
             password: string;
         };
@@ -230,7 +230,12 @@ export interface components {
         };
         /** @description `POST /api/messages`. */
         NewMessage: {
-            /** @description 1–4000 characters, not only whitespace. */
+            /**
+             * @description 1-4000 characters (Unicode scalar values, as JSON Schema counts them), not only
+             *     whitespace. The pattern asks for one character that is not White_Space as Rust's
+             *     `str::trim` (the server's rule) knows it, spelled out because regex engines'
+             *     `\s` disagree with it (ECMAScript's has U+FEFF and lacks U+0085).
+             */
             text: string;
         };
         /** @description Who is logged in. */
@@ -242,7 +247,73 @@ export interface components {
             username: string;
         };
     };
-    responses: never;
+    responses: {
+        /** @description `internal`: a bug; the cause is in the server's log, not here */
+        Internal: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["ErrorBody"];
+            };
+        };
+        /** @description `invalid_json`: the body is not JSON of the documented shape */
+        InvalidJson: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["ErrorBody"];
+            };
+        };
+        /** @description `invalid_query_string`: the query string does not parse (a parameter given twice, ...) */
+        InvalidQueryString: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["ErrorBody"];
+            };
+        };
+        /** @description `payload_too_large`: the body exceeds `BODY_LIMIT_BYTES` (64 KiB by default) */
+        PayloadTooLarge: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["ErrorBody"];
+            };
+        };
+        /** @description `unauthenticated`: no valid session cookie */
+        Unauthenticated: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["ErrorBody"];
+            };
+        };
+        /** @description `unavailable`: a backend (database, session store) is down or too slow; nothing was changed unless the operation says otherwise, and the same request may be retried after `Retry-After` seconds. `timeout`: the request ran past `REQUEST_TIMEOUT_SECS`. */
+        Unavailable: {
+            headers: {
+                /** @description Seconds to wait before retrying (with `unavailable`) */
+                "Retry-After"?: number;
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["ErrorBody"];
+            };
+        };
+        /** @description `unsupported_media_type`: send the body as `application/json` */
+        UnsupportedMediaType: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["ErrorBody"];
+            };
+        };
+    };
     parameters: never;
     requestBodies: never;
     headers: never;
@@ -252,12 +323,12 @@ export type $defs = Record<string, never>;
 export interface operations {
     list: {
         parameters: {
-            query?: never;
-            header?: never;
-            path: {
+            query?: {
                 /** @description At most this many entries, 1-100 (default 100: the whole log). */
-                limit: string | null;
+                limit?: number;
             };
+            header?: never;
+            path?: never;
             cookie?: never;
         };
         requestBody?: never;
@@ -270,15 +341,8 @@ export interface operations {
                     "application/json": components["schemas"]["ActivityList"];
                 };
             };
-            /** @description `unauthenticated` */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
+            400: components["responses"]["InvalidQueryString"];
+            401: components["responses"]["Unauthenticated"];
             /** @description `invalid_limit` */
             422: {
                 headers: {
@@ -288,6 +352,8 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            500: components["responses"]["Internal"];
+            503: components["responses"]["Unavailable"];
         };
     };
     stream: {
@@ -308,15 +374,9 @@ export interface operations {
                     "text/event-stream": components["schemas"]["Entry"];
                 };
             };
-            /** @description `unauthenticated` */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
+            401: components["responses"]["Unauthenticated"];
+            500: components["responses"]["Internal"];
+            503: components["responses"]["Unavailable"];
         };
     };
     login: {
@@ -341,15 +401,7 @@ export interface operations {
                     "application/json": components["schemas"]["UserBody"];
                 };
             };
-            /** @description `invalid_json` */
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
+            400: components["responses"]["InvalidJson"];
             /** @description `invalid_credentials` */
             401: {
                 headers: {
@@ -359,15 +411,8 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description `unsupported_media_type` */
-            415: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
             /** @description `too_many_attempts`; see `Retry-After` */
             429: {
                 headers: {
@@ -377,6 +422,8 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            500: components["responses"]["Internal"];
+            503: components["responses"]["Unavailable"];
         };
     };
     logout: {
@@ -386,7 +433,12 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        requestBody?: never;
+        /** @description `{}` (or no body at all). Like every state-changing request it must say `Content-Type: application/json`, which a cross-site form cannot. */
+        requestBody: {
+            content: {
+                "application/json": Record<string, never>;
+            };
+        };
         responses: {
             /** @description Logged out (also without a session); clears the cookie */
             204: {
@@ -395,15 +447,11 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description `unsupported_media_type` */
-            415: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
+            400: components["responses"]["InvalidJson"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            500: components["responses"]["Internal"];
+            503: components["responses"]["Unavailable"];
         };
     };
     me: {
@@ -423,15 +471,9 @@ export interface operations {
                     "application/json": components["schemas"]["UserBody"];
                 };
             };
-            /** @description `unauthenticated` */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
+            401: components["responses"]["Unauthenticated"];
+            500: components["responses"]["Internal"];
+            503: components["responses"]["Unavailable"];
         };
     };
     signup: {
@@ -456,15 +498,7 @@ export interface operations {
                     "application/json": components["schemas"]["UserBody"];
                 };
             };
-            /** @description `invalid_json` */
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
+            400: components["responses"]["InvalidJson"];
             /** @description `username_taken` */
             409: {
                 headers: {
@@ -474,24 +508,8 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description `payload_too_large` */
-            413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
-            /** @description `unsupported_media_type` */
-            415: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
             /** @description `invalid_username` or `invalid_password` */
             422: {
                 headers: {
@@ -501,18 +519,20 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            500: components["responses"]["Internal"];
+            503: components["responses"]["Unavailable"];
         };
     };
     list: {
         parameters: {
-            query?: never;
-            header?: never;
-            path: {
+            query?: {
                 /** @description Page size, 1-100 (default 20). */
-                limit: string | null;
-                /** @description `next_cursor` of the previous page. */
-                before: string | null;
+                limit?: number;
+                /** @description `next_cursor` of the previous page (opaque; anything else is 422 `invalid_cursor`). */
+                before?: string;
             };
+            header?: never;
+            path?: never;
             cookie?: never;
         };
         requestBody?: never;
@@ -525,15 +545,8 @@ export interface operations {
                     "application/json": components["schemas"]["MessagePage"];
                 };
             };
-            /** @description `unauthenticated` */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
+            400: components["responses"]["InvalidQueryString"];
+            401: components["responses"]["Unauthenticated"];
             /** @description `invalid_limit` or `invalid_cursor` */
             422: {
                 headers: {
@@ -543,13 +556,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            500: components["responses"]["Internal"];
+            503: components["responses"]["Unavailable"];
         };
     };
     create: {
         parameters: {
             query?: never;
             header?: {
-                /** @description 1-255 visible ASCII characters; a repeat by the same user within 24 h returns the first response */
+                /** @description 1-255 visible ASCII characters. A repeat by the same user within 24 h with the same text creates nothing and returns the first response (201, same body), also after a crash between the two; with another text, or after the message was deleted, it is refused with 409 `idempotency_key_reused`. */
                 "Idempotency-Key"?: string | null;
             };
             path?: never;
@@ -569,8 +584,10 @@ export interface operations {
                     "application/json": components["schemas"]["Message"];
                 };
             };
-            /** @description `invalid_json` */
-            400: {
+            400: components["responses"]["InvalidJson"];
+            401: components["responses"]["Unauthenticated"];
+            /** @description `idempotency_key_reused`: the key was used for another text, or for a message deleted since */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -578,33 +595,8 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description `unauthenticated` */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
-            /** @description `payload_too_large` */
-            413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
-            /** @description `unsupported_media_type` */
-            415: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
             /** @description `invalid_text` or `invalid_idempotency_key` */
             422: {
                 headers: {
@@ -614,18 +606,23 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            500: components["responses"]["Internal"];
+            503: components["responses"]["Unavailable"];
         };
     };
     search: {
         parameters: {
-            query?: never;
-            header?: never;
-            path: {
-                /** @description 1-200 characters; every word must prefix a word of the message. */
-                q: string | null;
+            query: {
+                /**
+                 * @description 1-200 characters, not only whitespace; every word must prefix a word of the
+                 *     message. Required (its absence is 422 `invalid_query`).
+                 */
+                q: string;
                 /** @description At most this many results, 1-100 (default 20). */
-                limit: string | null;
+                limit?: number;
             };
+            header?: never;
+            path?: never;
             cookie?: never;
         };
         requestBody?: never;
@@ -638,15 +635,8 @@ export interface operations {
                     "application/json": components["schemas"]["MessageList"];
                 };
             };
-            /** @description `unauthenticated` */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
+            400: components["responses"]["InvalidQueryString"];
+            401: components["responses"]["Unauthenticated"];
             /** @description `invalid_query` or `invalid_limit` */
             422: {
                 headers: {
@@ -656,6 +646,8 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            500: components["responses"]["Internal"];
+            503: components["responses"]["Unavailable"];
         };
     };
     get_message: {
@@ -663,7 +655,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description Message id */
+                /** @description Message id (any other value is 404) */
                 id: string;
             };
             cookie?: never;
@@ -678,15 +670,7 @@ export interface operations {
                     "application/json": components["schemas"]["Message"];
                 };
             };
-            /** @description `unauthenticated` */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
+            401: components["responses"]["Unauthenticated"];
             /** @description `not_found` */
             404: {
                 headers: {
@@ -696,6 +680,8 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            500: components["responses"]["Internal"];
+            503: components["responses"]["Unavailable"];
         };
     };
     delete_message: {
@@ -703,7 +689,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description Message id */
+                /** @description Message id (any other value is 404) */
                 id: string;
             };
             cookie?: never;
@@ -717,15 +703,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description `unauthenticated` */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
+            401: components["responses"]["Unauthenticated"];
             /** @description `not_found` */
             404: {
                 headers: {
@@ -735,6 +713,8 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            500: components["responses"]["Internal"];
+            503: components["responses"]["Unavailable"];
         };
     };
 }

@@ -126,7 +126,7 @@ impl MessageStore {
                         None => continue,
                     }
                 }
-                Err(err) => return Err(err.into()),
+                Err(err) => return Err(err),
             }
             let message = insert_message(&mut tx, user, text, now).await?;
             let entry = outbox::insert_one(&mut tx, event(&message)).await?;
