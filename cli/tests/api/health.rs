@@ -54,19 +54,26 @@ async fn readiness_names_the_dependency_that_is_down() {
 }
 
 #[tokio::test]
-async fn a_dead_database_is_a_500_in_our_shape_not_a_hang() {
+async fn a_dead_database_is_a_503_unavailable_in_our_shape_not_a_hang() {
     let backends = TestBackends::new(Backends::Real).await;
     let mut config = backends.config.clone();
     config.database_url = Some("mysql://root@127.0.0.1:1/missive".to_owned().into());
     let state = AppState::build(config).unwrap();
+    let started = std::time::Instant::now();
     let res = TestRequest::new(Method::POST, "/api/auth/signup")
         .json(&json!({"username": "alice", "password": "12345678"}))
         .send(&missive::app(state))
         .await;
-    assert_eq!(res.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(res.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
         res.json(),
-        json!({"error": {"code": "internal", "message": "internal error"}})
+        json!({"error": {"code": "unavailable", "message": "database is unavailable; try again shortly"}})
+    );
+    assert_eq!(res.headers["retry-after"], "1");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
     );
     backends.cleanup().await;
 }

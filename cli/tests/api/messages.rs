@@ -133,13 +133,17 @@ api_test!(idempotency_key_replays_the_first_response, |b| async move {
     assert_eq!(korean.status, StatusCode::CREATED, "{}", korean.json());
     let replay = post(alice.clone(), "안녕 🦀", "draft-ko").await;
     assert_eq!(replay.json(), korean.json());
-    let again = post(alice.clone(), "once, edited", "draft-1").await;
+    let again = post(alice.clone(), "once", "draft-1").await;
     assert_eq!(again.status, StatusCode::CREATED);
     assert_eq!(
         again.json(),
         first.json(),
         "the first response, not a new message"
     );
+    // The same key for another text is a client bug, not a retry: refused, nothing made.
+    let edited = post(alice.clone(), "once, edited", "draft-1").await;
+    assert_eq!(edited.status, StatusCode::CONFLICT);
+    assert_eq!(edited.error_code(), "idempotency_key_reused");
     // Double click: many at once with one key make one message.
     let burst = join_all((0..6).map(|_| post(alice.clone(), "burst", "draft-2"))).await;
     let ids: std::collections::HashSet<String> = burst
@@ -339,7 +343,7 @@ api_test!(an_idempotency_key_expires_after_a_day, |b| async move {
     assert_eq!(second.status, StatusCode::CREATED);
     assert_ne!(second.json()["id"], first.json()["id"]);
     assert_eq!(second.json()["text"], "today");
-    let replay = post("today, edited").await;
+    let replay = post("today").await;
     assert_eq!(replay.json(), second.json());
     let list = app.get("/api/messages", Some(&cookie)).await;
     assert_eq!(texts(&list.json()), ["today", "yesterday"]);
@@ -350,6 +354,36 @@ api_test!(an_idempotency_key_expires_after_a_day, |b| async move {
         .execute(app.state.db.writer())
         .await
         .unwrap();
-    assert_eq!(post("again").await.json(), second.json());
+    assert_eq!(post("today").await.json(), second.json());
     app.stop().await;
 });
+
+// A replay must not answer 201 for a message a GET then says does not exist: once the
+// message is deleted, its key is spent.
+api_test!(
+    an_idempotency_key_of_a_deleted_message_is_spent,
+    |b| async move {
+        let app = App::start(b).await;
+        let cookie = app.signup("alice").await;
+        let post = || {
+            app.send(
+                TestRequest::new(Method::POST, "/api/messages")
+                    .json(&json!({ "text": "short-lived" }))
+                    .header("idempotency-key", "k-1")
+                    .cookie(Some(&cookie)),
+            )
+        };
+        let first = post().await;
+        assert_eq!(first.status, StatusCode::CREATED);
+        let path = format!("/api/messages/{}", first.json()["id"].as_str().unwrap());
+        assert_eq!(
+            app.delete(&path, Some(&cookie)).await.status,
+            StatusCode::NO_CONTENT
+        );
+        let replay = post().await;
+        assert_eq!(replay.status, StatusCode::CONFLICT, "{}", replay.json());
+        assert_eq!(replay.error_code(), "idempotency_key_reused");
+        assert!(texts(&app.get("/api/messages", Some(&cookie)).await.json()).is_empty());
+        app.stop().await;
+    }
+);

@@ -7,6 +7,7 @@
 //! stay unsent and `outbox-relay` publishes them later. Delivery is therefore
 //! at-least-once; every consumer de-duplicates on the event's `source` + `id`.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -25,6 +26,11 @@ use crate::sql::Db;
 
 /// How long a request waits for its events to be published before answering anyway.
 pub const PUBLISH_WAIT: Duration = Duration::from_secs(2);
+
+/// After the transport failed or was slow, requests stop waiting for it for this long:
+/// during a broker outage each request would otherwise spend [`PUBLISH_WAIT`] on it. Their
+/// events are still published in the background, or by the relay.
+pub const DEGRADED_FOR: Duration = Duration::from_secs(10);
 
 /// Rows per relay round trip.
 const RELAY_BATCH: i64 = 100;
@@ -46,6 +52,8 @@ pub struct Outbox {
     db: Db,
     transport: Arc<dyn EventPublisher>,
     marker: Arc<OnceLock<mpsc::Sender<String>>>,
+    /// Until when (Unix ms) [`Outbox::publish`] does not wait; see [`DEGRADED_FOR`].
+    degraded_until: Arc<AtomicI64>,
 }
 
 /// The span in which committed entries are published, a child of the request's span.
@@ -64,14 +72,21 @@ impl Outbox {
             db,
             transport,
             marker: Arc::new(OnceLock::new()),
+            degraded_until: Arc::new(AtomicI64::new(0)),
         }
     }
 
     /// Publishes committed entries in order and marks them sent. Waits at most
     /// [`PUBLISH_WAIT`]; publishing goes on in the background past that, and whatever
     /// fails is left for the relay. Never fails the caller: the change is committed.
+    /// While the transport is known to be failing ([`DEGRADED_FOR`] after a failure or a
+    /// timeout) it does not wait at all.
     pub async fn publish(&self, entries: Vec<OutboxEntry>) {
         if entries.is_empty() {
+            return;
+        }
+        if now_millis() < self.degraded_until.load(Ordering::Relaxed) {
+            self.publish_in_background(entries);
             return;
         }
         let this = self.clone();
@@ -80,6 +95,7 @@ impl Outbox {
         match tokio::time::timeout(PUBLISH_WAIT, task).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(err))) => {
+                self.degrade();
                 tracing::warn!(
                     error = format!("{err:#}"),
                     "event left in the outbox for the relay"
@@ -87,9 +103,15 @@ impl Outbox {
             }
             Ok(Err(panic)) => tracing::error!(error = %panic, "publishing task failed"),
             Err(_) => {
+                self.degrade();
                 tracing::warn!("event transport is slow; publishing continues in the background")
             }
         }
+    }
+
+    fn degrade(&self) {
+        let until = now_millis() + i64::try_from(DEGRADED_FOR.as_millis()).unwrap_or(i64::MAX);
+        self.degraded_until.store(until, Ordering::Relaxed);
     }
 
     /// Like [`Outbox::publish`] without waiting at all, for callers whose answer does
@@ -100,7 +122,13 @@ impl Outbox {
         let span = publish_span(entries.len());
         tokio::spawn(
             async move {
-                if let Err(err) = this.publish_now(entries).await {
+                let result = this.publish_now(entries).await;
+                if result.is_ok() {
+                    // The transport works again: requests may wait for it again.
+                    this.degraded_until.store(0, Ordering::Relaxed);
+                }
+                if let Err(err) = result {
+                    this.degrade();
                     tracing::warn!(
                         error = format!("{err:#}"),
                         "event left in the outbox for the relay"

@@ -15,8 +15,9 @@ pub enum Mode {
     /// The backend is gone: open connections are closed, new ones are accepted and closed
     /// at once (the client reads EOF or a reset).
     Down,
-    /// The backend hangs: open connections stop carrying bytes, new ones are accepted and
-    /// never answered (what a partition or a stuck server looks like).
+    /// The backend hangs: open connections stop carrying bytes (they are delivered when
+    /// the proxy is up again), new ones are accepted and never answered: what a network
+    /// partition looks like.
     Hang,
 }
 
@@ -104,8 +105,9 @@ fn current(mode: &AtomicU8) -> Mode {
     }
 }
 
-/// Copies `from` to `to` while the proxy is up; in [`Mode::Hang`] the bytes read are
-/// held back (never delivered), so the peer waits.
+/// Copies `from` to `to` while the proxy is up. In [`Mode::Hang`] the bytes read are held
+/// back until it is up again, as a network partition delays them (TCP retransmits what
+/// was lost once the path heals): the peer waits, and nothing is lost or reordered.
 fn pump(mut from: TcpStream, mut to: TcpStream, mode: &AtomicU8) {
     let mut buf = [0u8; 16 * 1024];
     loop {
@@ -113,10 +115,10 @@ fn pump(mut from: TcpStream, mut to: TcpStream, mode: &AtomicU8) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        if current(mode) != Mode::Up {
-            continue;
+        while current(mode) == Mode::Hang {
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        if to.write_all(&buf[..n]).is_err() {
+        if current(mode) == Mode::Down || to.write_all(&buf[..n]).is_err() {
             break;
         }
     }
