@@ -224,7 +224,9 @@ def check_routing(overlay, docs, functions):
             if got != name:
                 fail(f"{overlay}: {method} {concrete(path)} goes to {got}, not {name}")
             count += 1
-    for method, path in (("GET", "/"), ("GET", "/messages/42"), ("GET", "/assets/app.js"), ("GET", "/api/nope")):
+    # web serves the app, the API's JSON 404 and the API's document (from the built site).
+    for method, path in (("GET", "/"), ("GET", "/messages/42"), ("GET", "/assets/app.js"), ("GET", "/api/nope"),
+                         ("GET", "/api/openapi.json")):
         rule = chosen_rule(route, method, path)
         if not rule or rule_target(rule) != "web":
             fail(f"{overlay}: {method} {path} should reach web, reaches {rule and rule_target(rule)}")

@@ -36,17 +36,6 @@ struct Sent {
     outcome: Outcome,
 }
 
-fn login(dev: &Dev, name: &str) -> String {
-    let res = dev.request(
-        "POST",
-        "/api/auth/login",
-        None,
-        Some(&format!(r#"{{"username":"{name}","password":"12345678"}}"#)),
-    );
-    assert_eq!(res.status, 200, "{}", res.body);
-    res.cookie().unwrap()
-}
-
 fn post(dev: &Dev, cookie: &str, text: &str, key: Option<&str>) -> std::io::Result<dev::Response> {
     let headers: Vec<(&str, &str)> = key.map(|k| ("Idempotency-Key", k)).into_iter().collect();
     dev.try_request_with(
@@ -118,7 +107,7 @@ fn load(
 fn killed_under_load_loses_nothing(command: impl Fn() -> Command) {
     let first = Arc::new(Dev::start(command()));
     first.signup("crash");
-    let cookie = login(&first, "crash");
+    let cookie = first.login("crash");
     let stop = Arc::new(AtomicBool::new(false));
     let clients = load(&first, &cookie, &stop);
     // Sustained load first, so the kill lands among committed, committing and queued
@@ -147,7 +136,7 @@ fn killed_under_load_loses_nothing(command: impl Fn() -> Command) {
     );
 
     let second = Dev::start(command());
-    let cookie = login(&second, "crash");
+    let cookie = second.login("crash");
     // The client's retry of whatever it did not hear back about, with the same key.
     let mut retried = HashMap::new();
     for s in sent.iter().filter(|s| s.key.is_some()) {

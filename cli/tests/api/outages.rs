@@ -14,6 +14,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
 use crate::support::App;
+use missive_app::config::Config;
 use missive_testkit::{Backends, TestResponse};
 
 /// The answer must come within this; the backend timeout is 1 s.
@@ -33,6 +34,23 @@ fn target(url: &SecretString) -> String {
     let rest = url.expose_secret().split_once("://").expect("scheme").1;
     let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
     rest.split('/').next().expect("host").to_owned()
+}
+
+/// The app on the real backends, with the one whose URL `backend` picks reached through a
+/// proxy the test can cut.
+async fn behind_proxy(
+    backend: impl FnOnce(&mut Config) -> &mut Option<SecretString>,
+) -> (App, Proxy) {
+    let mut proxy = None;
+    let app = App::start_with(Backends::Real, |config| {
+        let url = backend(config);
+        let real = url.clone().expect("the real backends are configured");
+        let started = Proxy::start(&target(&real));
+        *url = Some(through(&real, &started));
+        proxy = Some(started);
+    })
+    .await;
+    (app, proxy.expect("started"))
 }
 
 /// Asserts `res` is the honest outage answer, and that it came fast.
@@ -77,15 +95,7 @@ fn credentials(name: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_session_store_going_away_is_a_fast_503_and_signup_leaves_nothing_behind() {
-    let mut proxy = None;
-    let app = App::start_with(Backends::Real, |config| {
-        let redis = config.redis_url.clone().expect("real backends have Redis");
-        let started = Proxy::start(&target(&redis));
-        config.redis_url = Some(through(&redis, &started));
-        proxy = Some(started);
-    })
-    .await;
-    let proxy = proxy.unwrap();
+    let (app, proxy) = behind_proxy(|config| &mut config.redis_url).await;
     let alice = app.signup("alice").await;
     app.create(&alice, "before the outage").await;
 
@@ -111,15 +121,7 @@ async fn the_session_store_going_away_is_a_fast_503_and_signup_leaves_nothing_be
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_database_going_away_is_a_fast_503_and_nothing_is_half_written() {
-    let mut proxy = None;
-    let app = App::start_with(Backends::Real, |config| {
-        let url = config.database_url.clone().expect("a database");
-        let started = Proxy::start(&target(&url));
-        config.database_url = Some(through(&url, &started));
-        proxy = Some(started);
-    })
-    .await;
-    let proxy = proxy.unwrap();
+    let (app, proxy) = behind_proxy(|config| &mut config.database_url).await;
     let alice = app.signup("alice").await;
     app.create(&alice, "before the outage").await;
 

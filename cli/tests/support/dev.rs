@@ -178,13 +178,18 @@ impl Dev {
 
     /// Signs up and returns the cookie.
     pub fn signup(&self, name: &str) -> String {
-        let res = self.request(
-            "POST",
-            "/api/auth/signup",
-            None,
-            Some(&format!(r#"{{"username":"{name}","password":"12345678"}}"#)),
-        );
-        assert_eq!(res.status, 201, "{}", res.body);
+        self.credentials("/api/auth/signup", name, 201)
+    }
+
+    /// Logs in (the password [`Dev::signup`] sets) and returns the cookie.
+    pub fn login(&self, name: &str) -> String {
+        self.credentials("/api/auth/login", name, 200)
+    }
+
+    fn credentials(&self, path: &str, name: &str, status: u16) -> String {
+        let body = format!(r#"{{"username":"{name}","password":"12345678"}}"#);
+        let res = self.request("POST", path, None, Some(&body));
+        assert_eq!(res.status, status, "{}", res.body);
         res.cookie().unwrap()
     }
 
