@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Soak: `missive dev` on MariaDB + Redis + Kafka under steady mixed load for a long time
 (20 minutes by default), sampled every INTERVAL seconds. What must stay flat from the
-first sample after warm-up to the last: the server's RSS, its open connections (to
-MariaDB, Redis, Kafka, and in total), the outbox backlog (unsent rows), and the p99 of
-each window's requests. A figure that creeps up is a leak (memory, connections, rows)
+first sample after warm-up to the last: the server's RSS and CPU, its open connections
+(to MariaDB, Redis, Kafka, and in total), the outbox backlog (unsent rows), and the p99
+of each window's reads and writes (a write waits for its event to reach the broker, so
+the broker's own CPU is sampled too: the tests' in-memory tansu slows as its log grows). A figure that creeps up is a leak (memory, connections, rows)
 that a short benchmark cannot see.
 
 The load, at RATE requests/s from CLIENTS threads with keep-alive connections, as
@@ -50,18 +51,17 @@ class Window:
         self.reset()
 
     def reset(self):
-        self.latencies, self.errors, self.statuses = [], 0, {}
+        self.latencies, self.errors = {"read": [], "write": []}, 0
 
-    def add(self, seconds, status):
+    def add(self, kind, seconds, status):
         with self.lock:
-            self.latencies.append(seconds)
-            self.statuses[status] = self.statuses.get(status, 0) + 1
+            self.latencies[kind].append(seconds)
             if status >= 500 or status == 0:
                 self.errors += 1
 
     def take(self):
         with self.lock:
-            out = (sorted(self.latencies), self.errors, dict(self.statuses))
+            out = ({k: sorted(v) for k, v in self.latencies.items()}, self.errors)
             self.reset()
             return out
 
@@ -114,7 +114,9 @@ def client(port, cookies, rate, stop, window):
         except (OSError, http.client.HTTPException):
             status = 0
             conn = None
-        window.add(time.monotonic() - started, status)
+        # A write waits for its event to reach the broker (up to PUBLISH_WAIT), a read
+        # touches only MariaDB and Redis: their latencies are told apart.
+        window.add("write" if method in ("POST", "DELETE") else "read", time.monotonic() - started, status)
 
 
 def producer_loop(topic, users, stop):
@@ -144,6 +146,21 @@ def relay_loop(port, stop):
             conn.close()
         except OSError:
             pass
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of a process so far."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        return 0.0
+
+
+def broker_pid():
+    out = subprocess.run(["pgrep", "-o", "tansu"], capture_output=True, text=True).stdout.split()
+    return int(out[0]) if out else None
 
 
 def connections(pid):
@@ -196,24 +213,36 @@ def main():
             t.start()
         print(f"soak: {seconds:.0f} s at {rate:.0f} req/s ({CLIENTS} clients, {USERS} users) + "
               f"{INBOX_RATE:.0f} inbox events/s, sampled every {INTERVAL:.0f} s; pid {dev.proc.pid}")
-        print(f"{'t (s)':>6} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'5xx/err':>7} {'RSS MiB':>8} "
-              f"{'conns':>5} {'db':>3} {'redis':>5} {'kafka':>5} {'outbox':>6}")
+        print(f"{'t (s)':>6} {'req/s':>6} {'read p50':>8} {'p99':>5} {'write p50':>9} {'p99':>5} "
+              f"{'5xx/err':>7} {'RSS MiB':>7} {'conns':>5} {'db':>3} {'redis':>5} {'kafka':>5} "
+              f"{'outbox':>6} {'CPU%':>5} {'broker CPU%':>11}")
+        broker = broker_pid()
+        cpu = (cpu_seconds(dev.proc.pid), broker and cpu_seconds(broker), time.monotonic())
         start = time.monotonic()
         window.take()
         samples = []
         while time.monotonic() - start < seconds:
             time.sleep(min(INTERVAL, max(0.1, seconds - (time.monotonic() - start))))
-            latencies, errors, _ = window.take()
+            latencies, errors = window.take()
             elapsed = time.monotonic() - start
             conns = connections(dev.proc.pid)
             backlog = int(sql(f"SELECT COUNT(*) FROM `{name}`.outbox WHERE sent_at IS NULL"))
-            sample = dict(t=elapsed, rate=len(latencies) / INTERVAL, p50=pct(latencies, 0.5),
-                          p99=pct(latencies, 0.99), errors=errors, rss=rss_kib(dev.proc.pid) / 1024,
-                          conns=conns, backlog=backlog)
+            now = (cpu_seconds(dev.proc.pid), broker and cpu_seconds(broker), time.monotonic())
+            wall = now[2] - cpu[2]
+            server_cpu = 100 * (now[0] - cpu[0]) / wall
+            broker_cpu = 100 * (now[1] - cpu[1]) / wall if broker else float("nan")
+            cpu = now
+            reads, writes = latencies["read"], latencies["write"]
+            sample = dict(t=elapsed, rate=(len(reads) + len(writes)) / INTERVAL,
+                          read_p50=pct(reads, 0.5), read_p99=pct(reads, 0.99),
+                          write_p50=pct(writes, 0.5), write_p99=pct(writes, 0.99), errors=errors,
+                          rss=rss_kib(dev.proc.pid) / 1024, conns=conns, backlog=backlog,
+                          cpu=server_cpu, broker_cpu=broker_cpu)
             samples.append(sample)
-            print(f"{elapsed:6.0f} {sample['rate']:7.0f} {sample['p50']:7.1f} {sample['p99']:7.1f} "
-                  f"{errors:7d} {sample['rss']:8.1f} {conns['total']:5d} {conns['mariadb']:3d} "
-                  f"{conns['redis']:5d} {conns['kafka']:5d} {backlog:6d}", flush=True)
+            print(f"{elapsed:6.0f} {sample['rate']:6.0f} {sample['read_p50']:8.1f} {sample['read_p99']:5.1f} "
+                  f"{sample['write_p50']:9.1f} {sample['write_p99']:5.1f} {errors:7d} {sample['rss']:7.1f} "
+                  f"{conns['total']:5d} {conns['mariadb']:3d} {conns['redis']:5d} {conns['kafka']:5d} "
+                  f"{backlog:6d} {server_cpu:5.0f} {broker_cpu:11.0f}", flush=True)
         stop.set()
         for t in threads:
             t.join()
@@ -225,7 +254,10 @@ def main():
                   f"RSS {first['rss']:.1f} → {last['rss']:.1f} MiB, "
                   f"connections {first['conns']['total']} → {last['conns']['total']}, "
                   f"outbox backlog {first['backlog']} → {last['backlog']}, "
-                  f"p99 {first['p99']:.1f} → {last['p99']:.1f} ms; "
+                  f"read p99 {first['read_p99']:.1f} → {last['read_p99']:.1f} ms, "
+                  f"write p99 {first['write_p99']:.1f} → {last['write_p99']:.1f} ms, "
+                  f"server CPU {first['cpu']:.0f} → {last['cpu']:.0f} %, "
+                  f"broker CPU {first['broker_cpu']:.0f} → {last['broker_cpu']:.0f} %; "
                   f"5xx or failed requests: {sum(s['errors'] for s in samples)}")
             stored = int(sql(f"SELECT COUNT(*) FROM `{name}`.messages"))
             print(f"messages table at the end: {stored:,} rows")

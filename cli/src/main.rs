@@ -136,7 +136,14 @@ async fn prepare_database(url: &str, max_connections: u32) -> anyhow::Result<()>
     Db::create_if_missing(url).await?;
     // Migrations may wait on locks a running release holds; only requests need the
     // short bound.
-    let db = Db::connect_lazy(url, max_connections, std::time::Duration::from_secs(30))?;
+    let db = Db::connect_lazy(
+        url,
+        missive_adapters::sql::PoolSettings {
+            max_connections,
+            acquire_timeout: std::time::Duration::from_secs(30),
+            statement_timeout: None,
+        },
+    )?;
     db.migrate().await?;
     // Data the migrations cannot fix in SQL: search tokens of an older tokenizer.
     missive_app::messages::store::reindex_search(&db).await?;

@@ -121,20 +121,36 @@ fn migrator(backend: Backend) -> Migrator {
     )
 }
 
+/// How a process uses the database.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSettings {
+    /// Upper bound of open connections.
+    pub max_connections: u32,
+    /// The longest wait for a connection, connecting included: past it, the database is
+    /// down or saturated, and a request is answered 503 (see `traced::outage`).
+    pub acquire_timeout: Duration,
+    /// MariaDB stops any statement running longer (`max_statement_time`), so a request
+    /// that timed out does not leave its query running; `None` for none (migrations).
+    /// SQLite statements run in process and end with their request.
+    pub statement_timeout: Option<Duration>,
+}
+
 impl Db {
     /// A pool that connects on first use: start-up does no network I/O.
-    /// `acquire_timeout` bounds each wait for a connection, connecting included.
-    pub fn connect_lazy(
-        url: &str,
-        max_connections: u32,
-        acquire_timeout: Duration,
-    ) -> anyhow::Result<Self> {
+    pub fn connect_lazy(url: &str, settings: PoolSettings) -> anyhow::Result<Self> {
         sqlx::any::install_default_drivers();
         let backend = Backend::from_url(url)?;
         traced::set_target(backend.system_name(), namespace(url));
-        let pool = Self::pool(url, backend, max_connections, acquire_timeout)?;
+        let pool = Self::pool(url, backend, settings)?;
         let writer = match backend {
-            Backend::Sqlite => Self::pool(url, backend, 1, acquire_timeout)?,
+            Backend::Sqlite => Self::pool(
+                url,
+                backend,
+                PoolSettings {
+                    max_connections: 1,
+                    ..settings
+                },
+            )?,
             Backend::MariaDb => pool.clone(),
         };
         Ok(Self {
@@ -145,19 +161,23 @@ impl Db {
         })
     }
 
-    fn pool(
-        url: &str,
-        backend: Backend,
-        max_connections: u32,
-        acquire_timeout: Duration,
-    ) -> anyhow::Result<AnyPool> {
+    fn pool(url: &str, backend: Backend, settings: PoolSettings) -> anyhow::Result<AnyPool> {
+        // Fixed text from a number, not user input.
+        let limit = settings.statement_timeout.map(|limit| {
+            sqlx::AssertSqlSafe(format!(
+                "SET SESSION max_statement_time = {:.3}",
+                limit.as_secs_f64()
+            ))
+        });
         AnyPoolOptions::new()
-            .max_connections(max_connections)
-            // The longest a request waits for a connection: past it, the database is
-            // down or saturated, and the request is answered 503 (see `traced::outage`).
-            .acquire_timeout(acquire_timeout)
+            .max_connections(settings.max_connections)
+            .acquire_timeout(settings.acquire_timeout)
             .after_connect(move |conn, _meta| {
+                let limit = limit.clone();
                 Box::pin(async move {
+                    if let (Backend::MariaDb, Some(limit)) = (backend, limit) {
+                        sqlx::raw_sql(limit).execute(&mut *conn).await?;
+                    }
                     if backend == Backend::Sqlite {
                         // WAL lets readers run beside the writer; NORMAL sync is durable
                         // across application crashes, which is what a dev database needs.

@@ -74,8 +74,12 @@ impl AppState {
             .context("DATABASE_URL is required (mysql://... or sqlite://...)")?;
         let db = Db::connect_lazy(
             url.expose_secret(),
-            config.db_max_connections,
-            config.backend_timeout(),
+            missive_adapters::sql::PoolSettings {
+                max_connections: config.db_max_connections,
+                acquire_timeout: config.backend_timeout(),
+                // No statement outlives the request that started it.
+                statement_timeout: Some(config.request_timeout()),
+            },
         )?;
         let kv = missive_adapters::kv::from_url(
             config.redis_url.as_ref().map(|u| u.expose_secret()),

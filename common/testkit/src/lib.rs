@@ -95,8 +95,15 @@ impl TestBackends {
         Db::create_if_missing(&url)
             .await
             .unwrap_or_else(|e| panic!("test database {url}: {e:#}"));
-        let db = Db::connect_lazy(&url, 5, std::time::Duration::from_secs(10))
-            .expect("test database URL");
+        let db = Db::connect_lazy(
+            &url,
+            missive_adapters::sql::PoolSettings {
+                max_connections: 5,
+                acquire_timeout: Duration::from_secs(10),
+                statement_timeout: None,
+            },
+        )
+        .expect("test database URL");
         db.migrate().await.expect("migrations apply");
         missive_app::messages::store::reindex_search(&db)
             .await
