@@ -164,10 +164,10 @@ impl Db {
     fn pool(url: &str, backend: Backend, settings: PoolSettings) -> anyhow::Result<AnyPool> {
         // Fixed text from a number, not user input.
         let limit = settings.statement_timeout.map(|limit| {
-            sqlx::AssertSqlSafe(format!(
+            format!(
                 "SET SESSION max_statement_time = {:.3}",
                 limit.as_secs_f64()
-            ))
+            )
         });
         AnyPoolOptions::new()
             .max_connections(settings.max_connections)
@@ -176,7 +176,9 @@ impl Db {
                 let limit = limit.clone();
                 Box::pin(async move {
                     if let (Backend::MariaDb, Some(limit)) = (backend, limit) {
-                        sqlx::raw_sql(limit).execute(&mut *conn).await?;
+                        sqlx::raw_sql(sqlx::AssertSqlSafe(limit))
+                            .execute(&mut *conn)
+                            .await?;
                     }
                     if backend == Backend::Sqlite {
                         // WAL lets readers run beside the writer; NORMAL sync is durable
