@@ -42,7 +42,7 @@ def free_port():
 
 
 class Dev:
-    def __init__(self, binary, name):
+    def __init__(self, binary, name, kafka=True):
         self.port = free_port()
         env = {
             "PATH": os.environ["PATH"], "PORT": str(self.port), "LOG_LEVEL": "warn",
@@ -54,6 +54,8 @@ class Dev:
             "KAFKA_BROKERS": BROKERS, "KAFKA_EVENTS_TOPIC": f"{name}.events",
             "KAFKA_INBOX_TOPIC": f"{name}.inbox", "KAFKA_DLQ_TOPIC": f"{name}.dlq",
         }
+        if not kafka:
+            env = {k: v for k, v in env.items() if not k.startswith("KAFKA_")}
         self.proc = subprocess.Popen([binary, "dev"], env=env, stdout=subprocess.PIPE, text=True)
         while "http://" not in self.proc.stdout.readline():
             pass

@@ -16,7 +16,8 @@ through Kafka (the dispatcher feeds message-ingest) and the outbox relay pinged 
 10 s, as PingSource would.
 
 Usage: python3 bench/soak.py MISSIVE_BINARY [SECONDS] [RATE]
-  env: INTERVAL (60), CLIENTS (8), USERS (16), INBOX_RATE (20), KEEP (50)
+  env: INTERVAL (60), CLIENTS (8), USERS (16), INBOX_RATE (20), KEEP (50), KAFKA (1; 0 for
+  a control run with events on the in-process bus and no inbox load)
 Needs MariaDB (root@127.0.0.1), Redis and a Kafka broker (scripts/kafka.sh) running.
 """
 import http.client
@@ -41,6 +42,8 @@ CLIENTS = int(os.environ.get("CLIENTS", "8"))
 USERS = int(os.environ.get("USERS", "16"))
 INBOX_RATE = float(os.environ.get("INBOX_RATE", "20"))
 KEEP = int(os.environ.get("KEEP", "50"))
+# KAFKA=0: the control run, events on the in-process bus (no broker in the picture).
+KAFKA = os.environ.get("KAFKA", "1") != "0"
 
 
 class Window:
@@ -191,7 +194,7 @@ def main():
     for f in admin.create_topics([NewTopic(f"{name}.{t}", num_partitions=4, replication_factor=1)
                                   for t in ("events", "inbox", "dlq")]).values():
         f.result(30)
-    dev = Dev(binary, name)
+    dev = Dev(binary, name, kafka=KAFKA)
     stop = threading.Event()
     threads = []
     try:
@@ -207,7 +210,8 @@ def main():
         window = Window()
         threads = [threading.Thread(target=client, args=(dev.port, cookies, rate / CLIENTS, stop, window))
                    for _ in range(CLIENTS)]
-        threads.append(threading.Thread(target=producer_loop, args=(f"{name}.inbox", users, stop)))
+        if KAFKA:
+            threads.append(threading.Thread(target=producer_loop, args=(f"{name}.inbox", users, stop)))
         threads.append(threading.Thread(target=relay_loop, args=(dev.port, stop)))
         for t in threads:
             t.start()
@@ -216,7 +220,7 @@ def main():
         print(f"{'t (s)':>6} {'req/s':>6} {'read p50':>8} {'p99':>5} {'write p50':>9} {'p99':>5} "
               f"{'5xx/err':>7} {'RSS MiB':>7} {'conns':>5} {'db':>3} {'redis':>5} {'kafka':>5} "
               f"{'outbox':>6} {'CPU%':>5} {'broker CPU%':>11}")
-        broker = broker_pid()
+        broker = broker_pid() if KAFKA else None
         cpu = (cpu_seconds(dev.proc.pid), broker and cpu_seconds(broker), time.monotonic())
         start = time.monotonic()
         window.take()
