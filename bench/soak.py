@@ -190,10 +190,11 @@ def main():
     seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 1200
     rate = float(sys.argv[3]) if len(sys.argv) > 3 else 400
     name = f"missive_soak_{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": BROKERS})
-    for f in admin.create_topics([NewTopic(f"{name}.{t}", num_partitions=4, replication_factor=1)
-                                  for t in ("events", "inbox", "dlq")]).values():
-        f.result(30)
+    admin = AdminClient({"bootstrap.servers": BROKERS}) if KAFKA else None
+    if admin:
+        for f in admin.create_topics([NewTopic(f"{name}.{t}", num_partitions=4, replication_factor=1)
+                                      for t in ("events", "inbox", "dlq")]).values():
+            f.result(30)
     dev = Dev(binary, name, kafka=KAFKA)
     stop = threading.Event()
     threads = []
@@ -215,8 +216,9 @@ def main():
         threads.append(threading.Thread(target=relay_loop, args=(dev.port, stop)))
         for t in threads:
             t.start()
+        events = f"{INBOX_RATE:.0f} inbox events/s through Kafka" if KAFKA else "no Kafka (KAFKA=0)"
         print(f"soak: {seconds:.0f} s at {rate:.0f} req/s ({CLIENTS} clients, {USERS} users) + "
-              f"{INBOX_RATE:.0f} inbox events/s, sampled every {INTERVAL:.0f} s; pid {dev.proc.pid}")
+              f"{events}, sampled every {INTERVAL:.0f} s; pid {dev.proc.pid}")
         print(f"{'t (s)':>6} {'req/s':>6} {'read p50':>8} {'p99':>5} {'write p50':>9} {'p99':>5} "
               f"{'5xx/err':>7} {'RSS MiB':>7} {'conns':>5} {'db':>3} {'redis':>5} {'kafka':>5} "
               f"{'outbox':>6} {'CPU%':>5} {'broker CPU%':>11}")
@@ -271,7 +273,8 @@ def main():
         sql(f"DROP DATABASE IF EXISTS `{name}`")
         subprocess.run(["sh", "-c", f"redis-cli --scan --pattern '{name}:*' | xargs -r redis-cli del"],
                        capture_output=True)
-        admin.delete_topics([f"{name}.{t}" for t in ("events", "inbox", "dlq")])
+        if admin:
+            admin.delete_topics([f"{name}.{t}" for t in ("events", "inbox", "dlq")])
 
 
 if __name__ == "__main__":
