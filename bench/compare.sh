@@ -34,7 +34,7 @@ run() {
   local binary=$1 backend=$2 work port dev cookie db env post get
   work=$(mktemp -d)
   port=$(free_port)
-  env=(PORT="$port" LOG_LEVEL=warn)
+  env=(PORT="$port" DEV_EVENTS_PORT=0 LOG_LEVEL=warn)
   if [ "$backend" = mariadb ]; then
     db="missive_compare_$$_$RANDOM"
     env+=(DATABASE_URL="${MISSIVE_TEST_DATABASE_URL:-mysql://root@127.0.0.1:3306}/$db"

@@ -44,8 +44,10 @@ def free_port():
 class Dev:
     def __init__(self, binary, name, kafka=True):
         self.port = free_port()
+        self.events_port = free_port()
         env = {
-            "PATH": os.environ["PATH"], "PORT": str(self.port), "LOG_LEVEL": "warn",
+            "PATH": os.environ["PATH"], "PORT": str(self.port),
+            "DEV_EVENTS_PORT": str(self.events_port), "LOG_LEVEL": "warn",
             "DATABASE_URL": os.environ.get("MISSIVE_TEST_DATABASE_URL", "mysql://root@127.0.0.1:3306").rstrip("/")
             + f"/{name}",
             "DB_MAX_CONNECTIONS": "16",

@@ -34,7 +34,7 @@ for mode in off on; do
   endpoint=""
   [ "$mode" = on ] && endpoint="http://127.0.0.1:$sink_port"
   mkdir "$work/$mode"
-  (cd "$work/$mode" && PORT=${port[$mode]} LOG_LEVEL=warn OTEL_EXPORTER_OTLP_ENDPOINT="$endpoint" \
+  (cd "$work/$mode" && PORT=${port[$mode]} DEV_EVENTS_PORT=0 LOG_LEVEL=warn OTEL_EXPORTER_OTLP_ENDPOINT="$endpoint" \
     exec taskset -c 1 "$binary" >dev.log 2>&1) &
   pids+=($!)
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:${port[$mode]}/healthz" >/dev/null && break; sleep 0.1; done

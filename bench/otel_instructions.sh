@@ -49,7 +49,7 @@ measure() {
   local label=$1 endpoint=$2 work port dev cookie
   work=$(mktemp -d)
   port=$(free_port)
-  (cd "$work" && PORT=$port LOG_LEVEL=warn OTEL_EXPORTER_OTLP_ENDPOINT="$endpoint" \
+  (cd "$work" && PORT=$port DEV_EVENTS_PORT=0 LOG_LEVEL=warn OTEL_EXPORTER_OTLP_ENDPOINT="$endpoint" \
     exec valgrind --tool=callgrind --separate-threads=yes --instr-atstart=no \
     --callgrind-out-file="$work/cg.out" "$binary" >"$work/dev.log" 2>"$work/valgrind.log") &
   dev=$!

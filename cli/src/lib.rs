@@ -10,10 +10,13 @@
 //! - [`openapi`]: the API document, merged from every function's annotations.
 //! - [`dispatcher`]: what KafkaSource does, for `missive dev` on Kafka.
 //! - [`frontend`]: the web app beside the API on one port.
+//! - [`local_only`]: the Host check that keeps web pages (DNS rebinding) out of
+//!   `missive dev`.
 //! - `main.rs`: the `missive` command (`dev`, `migrate`, `publish`, `openapi`).
 
 pub mod dispatcher;
 pub mod frontend;
+pub mod local_only;
 pub mod openapi;
 pub mod registry;
 
@@ -22,11 +25,10 @@ use axum::http::header::CONTENT_TYPE;
 use axum::routing::get;
 use missive_app::{AppState, Topic};
 
-/// Every function's routes on one router (the runtime-contract layers not yet applied).
-/// Event functions are also served at `/_events/<name>` (for `missive publish --http`
-/// and manual tests), as a cluster-local Knative Service is reachable inside the
-/// cluster. Without Kafka, the consumers of the events topic are subscribed to the
-/// in-process bus; with Kafka the dispatcher feeds them instead.
+/// Every HTTP function's routes on one router (the runtime-contract layers not yet
+/// applied): what the public port serves. Without Kafka, the consumers of the events
+/// topic are subscribed to the in-process bus; with Kafka the dispatcher feeds them
+/// instead. Event functions are not here: see [`event_routes`].
 pub fn routes(state: AppState) -> Router {
     if state.config.kafka_brokers.is_none() {
         // Knative would deliver events to them; here the bus calls their routers.
@@ -37,12 +39,6 @@ pub fn routes(state: AppState) -> Router {
         }
     }
     let mut router = Router::new();
-    for function in registry::event_functions() {
-        router = router.nest(
-            &format!("/_events/{}", function.name),
-            (function.router)(state.clone()),
-        );
-    }
     for function in registry::http_functions() {
         router = router.merge((function.router)(state.clone()));
     }
@@ -54,7 +50,28 @@ pub fn routes(state: AppState) -> Router {
     )
 }
 
-/// The app `missive dev` serves: [`routes`] inside the runtime-contract layers.
+/// The app `missive dev` serves on its public port: [`routes`] inside the
+/// runtime-contract layers.
 pub fn app(state: AppState) -> Router {
     state.serve(routes(state.clone()))
+}
+
+/// Event functions at `/_events/<name>`, for `missive publish --http` and manual tests,
+/// as a cluster-local Knative Service is reachable inside the cluster. `missive dev`
+/// serves them on a port of their own, never the public one: they take events without a
+/// sender token, so a page the browser loads must not reach them.
+pub fn event_routes(state: AppState) -> Router {
+    let mut router = Router::new();
+    for function in registry::event_functions() {
+        router = router.nest(
+            &format!("/_events/{}", function.name),
+            (function.router)(state.clone()),
+        );
+    }
+    router
+}
+
+/// [`event_routes`] inside the runtime-contract layers.
+pub fn events_app(state: AppState) -> Router {
+    state.serve(event_routes(state.clone()))
 }

@@ -53,6 +53,14 @@ struct DispatchArgs {
     /// The built web app `missive dev` serves at `/`.
     #[arg(long, env = "FRONTEND_DIR", default_value = "frontend/dist")]
     frontend_dir: std::path::PathBuf,
+    /// Port of the event endpoints (`/_events/<function>`, on 127.0.0.1): apart from the
+    /// public port, so a web page cannot post events.
+    #[arg(long, env = "DEV_EVENTS_PORT", default_value_t = 8081)]
+    events_port: u16,
+    /// Host names `missive dev` answers to (comma-separated, any port); other `Host`
+    /// headers get 403, which stops DNS rebinding.
+    #[arg(long, env = "DEV_ALLOWED_HOSTS", value_delimiter = ',', default_value = missive::local_only::DEFAULT_HOSTS)]
+    allowed_hosts: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -85,7 +93,7 @@ struct PublishArgs {
     #[arg(long, conflicts_with = "text")]
     file: Option<String>,
     /// POST each event to this URL (binary mode) instead of Kafka, e.g. a Broker ingress
-    /// or `http://127.0.0.1:8080/_events/message-ingest`.
+    /// or `missive dev`'s `http://127.0.0.1:8081/_events/message-ingest`.
     #[arg(long)]
     http: Option<String>,
 }
@@ -173,9 +181,16 @@ async fn dev(mut config: Config, dispatch: DispatchArgs) -> anyhow::Result<()> {
             "the web app is not built; serving the API only"
         );
     }
-    let app = missive::frontend::with_site(
-        missive::app(state.clone()),
-        web::site(dispatch.frontend_dir.clone()),
+    let app = missive::local_only::only_hosts(
+        missive::frontend::with_site(
+            missive::app(state.clone()),
+            web::site(dispatch.frontend_dir.clone()),
+        ),
+        dispatch.allowed_hosts.clone(),
+    );
+    let events_app = missive::local_only::only_hosts(
+        missive::events_app(state.clone()),
+        dispatch.allowed_hosts.clone(),
     );
     let db = state.db.clone();
     let mut tasks = tokio::task::JoinSet::new();
@@ -186,13 +201,30 @@ async fn dev(mut config: Config, dispatch: DispatchArgs) -> anyhow::Result<()> {
     // Loopback only: a development server should not be reachable from the network.
     let listener = missive_serve::bind_on(Ipv4Addr::LOCALHOST, state.config.port).await?;
     let addr = listener.local_addr()?;
+    let events_listener = missive_serve::bind_on(Ipv4Addr::LOCALHOST, dispatch.events_port).await?;
+    let events_addr = events_listener.local_addr()?;
     missive_serve::cancel_on_signal(state.shutdown.clone())?;
     let ready = missive_telemetry::metrics::record_ready();
-    tracing::info!(%addr, start_to_ready_ms = ready.as_secs_f64() * 1e3, "serving");
+    tracing::info!(%addr, %events_addr, start_to_ready_ms = ready.as_secs_f64() * 1e3, "serving");
     #[allow(clippy::print_stdout)]
     {
         println!("Missive is running at http://{addr}/ (API under /api, Ctrl-C to stop)");
+        println!("Event endpoints: http://{events_addr}/_events/<function>");
     }
+    tasks.spawn({
+        let serving = missive_serve::Serving {
+            listener: events_listener,
+            app: events_app,
+            shutdown: state.shutdown.clone(),
+            grace: state.config.shutdown_grace(),
+            on_stop: None,
+        };
+        async move {
+            if let Err(err) = missive_serve::serve_until(serving).await {
+                tracing::error!(error = format!("{err:#}"), "the event endpoints stopped");
+            }
+        }
+    });
     missive_serve::serve_until(missive_serve::Serving {
         listener,
         app,

@@ -22,6 +22,71 @@ fn signup_status(dev: &Dev, name: &str) -> u16 {
     .status
 }
 
+/// Event endpoints take events without a sender token, so `missive dev` keeps them off
+/// the public port, and answers only to loopback names: a page on an attacker's name
+/// rebound to 127.0.0.1 gets nothing.
+#[test]
+fn dev_keeps_web_pages_away_from_its_event_endpoints() {
+    let dir = std::env::temp_dir().join(format!("missive-dev-hosts-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cmd = dev::missive();
+    cmd.current_dir(&dir);
+    let server = Dev::start(cmd);
+    assert_ne!(server.addr, server.events_addr);
+    assert!(
+        server.events_addr.starts_with("127.0.0.1:"),
+        "{}",
+        server.events_addr
+    );
+    let event = r#"{"reason":"tick"}"#;
+    let ce = [
+        ("ce-specversion", "1.0"),
+        ("ce-id", "ping-1"),
+        ("ce-source", "/tests"),
+        ("ce-type", "dev.knative.sources.ping"),
+    ];
+    let at = |addr: &str, host: &str| {
+        let mut headers = ce.to_vec();
+        headers.push(("Host", host));
+        server
+            .try_request_at(
+                addr,
+                "POST",
+                "/_events/outbox-relay",
+                &headers,
+                None,
+                Some(event),
+            )
+            .unwrap()
+    };
+    // Not on the public port at all (the web app's fallback does not take POSTs).
+    let public = at(&server.addr, "localhost");
+    assert!(
+        matches!(public.status, 404 | 405),
+        "{} {}",
+        public.status,
+        public.body
+    );
+    // On its own port, for loopback names only.
+    for host in ["localhost", "127.0.0.1", "LOCALHOST:8081", "[::1]:8081"] {
+        let res = at(&server.events_addr, host);
+        assert_eq!(res.status, 200, "{host}: {}", res.body);
+    }
+    for host in [
+        "attacker.example",
+        "attacker.example:8081",
+        "127.0.0.1.nip.io",
+        "localhost.attacker.example",
+    ] {
+        let res = at(&server.events_addr, host);
+        assert_eq!(res.status, 403, "{host}: {}", res.body);
+        assert_eq!(res.json()["error"]["code"], "host_not_allowed");
+        let res = server.request_with("GET", "/api/auth/me", &[("Host", host)], None, None);
+        assert_eq!(res.status, 403, "{host}: {}", res.body);
+    }
+    server.stop();
+}
+
 #[test]
 fn dev_runs_with_nothing_configured() {
     let dir = std::env::temp_dir().join(format!("missive-dev-{}", std::process::id()));

@@ -134,7 +134,7 @@ fn functions_accept_what_the_peer_sends_over_http_and_refuse_an_unknown_specvers
     cmd.current_dir(&dir);
     let dev = Dev::start(cmd);
     let cookie = dev.signup("alice");
-    let url = format!("http://{}/_events/message-ingest", dev.addr);
+    let url = format!("http://{}/_events/message-ingest", dev.events_addr);
     let submitted = |id: &str, mode: &str| {
         json!({"mode": mode, "attributes": {
             "id": id, "source": "/tests/python-peer", "type": "io.missive.message.submitted.v1",

@@ -100,7 +100,7 @@ fn an_http_post_reaches_the_activity_feed_through_kafka() {
         .unwrap();
     write!(
         stream,
-        "GET /api/activity/stream HTTP/1.1\r\nHost: t\r\nCookie: {cookie}\r\n\r\n"
+        "GET /api/activity/stream HTTP/1.1\r\nHost: localhost\r\nCookie: {cookie}\r\n\r\n"
     )
     .unwrap();
     let mut reader = BufReader::new(stream.try_clone().unwrap());
@@ -322,10 +322,10 @@ fn events_posted_while_the_broker_is_unreachable_arrive_once_it_is_back() {
     // Whatever the producer gave up on is still in the outbox: the relay (PingSource's
     // job) publishes it.
     let ping = |dev: &Dev| {
-        let mut stream = TcpStream::connect(&dev.addr).unwrap();
+        let mut stream = TcpStream::connect(&dev.events_addr).unwrap();
         write!(
             stream,
-            "POST /_events/outbox-relay HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
+            "POST /_events/outbox-relay HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
              Content-Type: application/json\r\nce-specversion: 1.0\r\nce-id: {}\r\n\
              ce-source: /tests\r\nce-type: dev.knative.sources.ping\r\nContent-Length: 2\r\n\r\n{{}}",
             std::time::SystemTime::now()
@@ -379,7 +379,7 @@ fn missive_publish_submits_messages_to_kafka_and_over_http() {
             "{\"username\":\"dana\",\"text\":\"line one\"}\n{\"username\":\"dana\",\"text\":\"line two\"}\n",
         ),
     );
-    let url = format!("http://{}/_events/message-ingest", dev.addr);
+    let url = format!("http://{}/_events/message-ingest", dev.events_addr);
     publish(
         &["--user", "dana", "--text", "over HTTP", "--http", &url],
         None,

@@ -256,7 +256,7 @@ async fn read_response(stream: &mut TcpStream) -> (u16, Vec<u8>) {
 }
 
 fn get(path: &str) -> String {
-    format!("GET {path} HTTP/1.1\r\nHost: fn\r\nConnection: close\r\n\r\n")
+    format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
 }
 
 /// A TCP proxy that holds every chunk from the server for `delay`: a slow Redis, so a
@@ -392,6 +392,19 @@ async fn contract(name: &str) {
     if let Some(site) = &site {
         env.insert("FRONTEND_DIR".into(), site.display().to_string());
     }
+    // Event functions take deliveries only from their sources: keys from a fake issuer,
+    // and a token for exactly the audience and subject the manifests configure.
+    let issuer = missive_testkit::oidc::Issuer::start().await;
+    let authorization = env.get("OIDC_AUDIENCE").cloned().map(|audience| {
+        env.insert("OIDC_JWKS_URL".into(), issuer.jwks_url.clone());
+        assert_eq!(env["OIDC_ISSUER"], missive_testkit::oidc::ISSUER);
+        let subject = env["OIDC_ALLOWED_SUBJECTS"].split(',').next().unwrap();
+        let claims = missive_testkit::oidc::claims(&audience, subject);
+        format!(
+            "Authorization: Bearer {}\r\n",
+            missive_testkit::oidc::sign(&claims)
+        )
+    });
     let grace: u64 = env["SHUTDOWN_GRACE_SECS"].parse().unwrap();
     let before = files_written_outside_tmp();
 
@@ -435,7 +448,8 @@ async fn contract(name: &str) {
         // Half the body now, the rest after the signal.
         let body = br#"{"username":"contract","password":"a-long-password"}"#;
         let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: fn\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\n{}Content-Length: {}\r\n\r\n",
+            authorization.as_deref().unwrap_or_default(),
             body.len()
         );
         stream.write_all(head.as_bytes()).await.unwrap();
@@ -444,7 +458,7 @@ async fn contract(name: &str) {
     } else {
         // Waiting on the (slow) session lookup in Redis.
         let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: fn\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: 0\r\nCookie: missive_session=not-a-session\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: 0\r\nCookie: missive_session=not-a-session\r\n\r\n"
         );
         stream.write_all(head.as_bytes()).await.unwrap();
         None
@@ -553,6 +567,23 @@ async fn only_functions_that_publish_need_an_event_transport() {
         .partition(|f| f.publishes);
     assert!(readers.iter().any(|f| f.name == "message-list"));
     for function in readers {
+        let mut env = env.clone();
+        if function.trigger != missive_app::Trigger::Http {
+            // Event functions also need to know whose deliveries to accept.
+            for (k, v) in [
+                (
+                    "OIDC_ISSUER",
+                    "https://kubernetes.default.svc.cluster.local",
+                ),
+                ("OIDC_AUDIENCE", "missive/test"),
+                (
+                    "OIDC_ALLOWED_SUBJECTS",
+                    "system:serviceaccount:missive:test",
+                ),
+            ] {
+                env.insert(k.to_owned(), v.to_owned());
+            }
+        }
         let mut f = start(function.name, &env);
         let (status, body) = http(f.port, &get("/readyz")).await;
         assert_eq!(

@@ -12,6 +12,8 @@ use serde_json::{Value, json};
 /// The whole app on fresh backends.
 pub struct App {
     pub router: Router,
+    /// The event endpoints (`/_events/<function>`).
+    pub events: Router,
     pub state: AppState,
     pub backends: TestBackends,
 }
@@ -26,8 +28,10 @@ impl App {
         tweak(&mut backends.config);
         let state = backends.state();
         let router = missive::app(state.clone());
+        let events = missive::events_app(state.clone());
         Self {
             router,
+            events,
             state,
             backends,
         }
@@ -38,8 +42,14 @@ impl App {
         self.backends.cleanup().await;
     }
 
+    /// Sends to the public app, or to the event endpoints for `/_events/...` (their own
+    /// port in `missive dev`).
     pub async fn send(&self, request: TestRequest) -> TestResponse {
-        request.send(&self.router).await
+        if request.path().starts_with("/_events/") {
+            request.send(&self.events).await
+        } else {
+            request.send(&self.router).await
+        }
     }
 
     pub async fn post(&self, path: &str, body: Value, cookie: Option<&str>) -> TestResponse {

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 pub struct Dev {
     pub child: Child,
     pub addr: String,
+    /// Where the event endpoints are (`/_events/<function>`).
+    pub events_addr: String,
     /// Everything it printed on stdout so far, line by line.
     pub output: Arc<Mutex<Vec<String>>>,
 }
@@ -33,6 +35,7 @@ pub fn missive() -> Command {
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("PORT", "0")
+        .env("DEV_EVENTS_PORT", "0")
         .env("LOG_LEVEL", "warn");
     cmd
 }
@@ -75,6 +78,17 @@ impl Dev {
             .and_then(|rest| rest.split('/').next())
             .unwrap_or_else(|| panic!("no URL in {line:?}"))
             .to_owned();
+        let events_line = lines
+            .next()
+            .expect("missive dev prints its event URL")
+            .unwrap();
+        output.lock().unwrap().push(events_line.clone());
+        let events_addr = events_line
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .unwrap_or_else(|| panic!("no event URL in {events_line:?}"))
+            .to_owned();
         // The server's log becomes part of the test's captured output.
         let kept = output.clone();
         std::thread::spawn(move || {
@@ -86,6 +100,7 @@ impl Dev {
         Dev {
             child,
             addr,
+            events_addr,
             output,
         }
     }
@@ -147,7 +162,27 @@ impl Dev {
         cookie: Option<&str>,
         json: Option<&str>,
     ) -> std::io::Result<Response> {
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+        self.try_request_at(&self.addr, method, path, headers, cookie, json)
+    }
+
+    /// One request to `addr` (the event endpoints' port, say). `headers` may replace the
+    /// default `Host: localhost`.
+    pub fn try_request_at(
+        &self,
+        addr: &str,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        cookie: Option<&str>,
+        json: Option<&str>,
+    ) -> std::io::Result<Response> {
+        let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+        if !headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+        {
+            req.push_str("Host: localhost\r\n");
+        }
         for (name, value) in headers {
             req.push_str(&format!("{name}: {value}\r\n"));
         }
@@ -162,7 +197,7 @@ impl Dev {
         } else {
             req.push_str("\r\n");
         }
-        let mut stream = TcpStream::connect(&self.addr)?;
+        let mut stream = TcpStream::connect(addr)?;
         stream.set_read_timeout(Some(Duration::from_secs(20)))?;
         stream.write_all(req.as_bytes())?;
         let mut raw = String::new();

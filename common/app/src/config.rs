@@ -91,6 +91,10 @@ pub struct Config {
     /// to the request that wrote them.
     #[arg(long, env = "OUTBOX_RELAY_MIN_AGE_SECS", default_value_t = 5)]
     pub outbox_relay_min_age_secs: u64,
+
+    /// Who may deliver events to event functions (`EVENT_AUTH`, `OIDC_*`).
+    #[command(flatten)]
+    pub sender_identity: crate::sender_identity::Settings,
 }
 
 impl Config {

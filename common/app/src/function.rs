@@ -12,6 +12,7 @@ use missive_serve::Serving;
 
 use crate::AppState;
 use crate::config::Config;
+use crate::sender_identity::{Verifier, require_sender};
 
 /// What makes a function run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,7 +87,12 @@ struct FunctionArgs {
 /// (lazily), and serve its router per the runtime contract until SIGTERM. Takes the
 /// registry entry's fields, not the entry: a reference to the entry would link its
 /// `openapi` into every binary.
-pub fn run(name: &'static str, publishes: bool, router: fn(AppState) -> Router) -> ExitCode {
+pub fn run(
+    name: &'static str,
+    trigger: Trigger,
+    publishes: bool,
+    router: fn(AppState) -> Router,
+) -> ExitCode {
     let config = FunctionArgs::parse().config;
     let log_level = config.log_level.clone();
     missive_serve::run(name, &log_level, async move {
@@ -108,7 +114,17 @@ pub fn run(name: &'static str, publishes: bool, router: fn(AppState) -> Router) 
         } else {
             AppState::without_transport(config)?
         };
-        let app = state.serve(router(state.clone()));
+        let mut routes = router(state.clone());
+        if trigger != Trigger::Http {
+            // Reachable by any pod through the activator: only the sources may deliver.
+            if let Some(verifier) = Verifier::from_settings(&state.config.sender_identity)? {
+                routes = routes.route_layer(axum::middleware::from_fn_with_state(
+                    verifier,
+                    require_sender,
+                ));
+            }
+        }
+        let app = state.serve(routes);
         let listener = missive_serve::bind(state.config.port).await?;
         let db = state.db.clone();
         Ok(Serving {

@@ -9,6 +9,7 @@
 //! - [`activity`]: the per-user activity log and its recording from events.
 //! - [`events`]: making our events in the current trace.
 //! - [`http`]: the session cookie and the `CurrentUser` and `Event` extractors.
+//! - [`sender_identity`]: who may deliver events (Knative Eventing's OIDC tokens).
 //! - [`config`]: environment variables, parsed with clap.
 //! - [`state`]: [`AppState`], built once per process.
 //! - [`function`]: a function as the registry knows it, and [`function::run`], the
@@ -21,6 +22,7 @@ pub mod events;
 pub mod function;
 pub mod http;
 pub mod messages;
+pub mod sender_identity;
 pub mod state;
 
 pub use function::{Function, Topic, Trigger};

@@ -61,8 +61,9 @@ impl opentelemetry_http::HttpClient for LazyClient {
         request: http::Request<bytes::Bytes>,
     ) -> Result<http::Response<bytes::Bytes>, opentelemetry_http::HttpError> {
         let client = self.client.get_or_init(|| {
-            // HTTPS to a remote collector: rustls with ring (no OpenSSL in the image).
-            #[cfg(feature = "otlp-tls")]
+            // HTTPS to a remote collector: rustls with ring (no OpenSSL in the image). Also
+            // needed when another crate turned reqwest's TLS on: building a client
+            // without a provider panics. Another part of the process may have set one.
             let _ = rustls::crypto::ring::default_provider().install_default();
             reqwest::blocking::Client::builder()
                 .timeout(self.timeout)

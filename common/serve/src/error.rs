@@ -29,6 +29,9 @@ pub enum ApiError {
     /// 401: no valid session.
     #[error("log in first")]
     Unauthenticated,
+    /// 401: an event delivery without a valid sender token; says why (never the token).
+    #[error("{0}")]
+    BadToken(String),
     /// 401: unknown user or wrong password (deliberately indistinguishable).
     #[error("wrong username or password")]
     InvalidCredentials,
@@ -64,6 +67,16 @@ pub enum ApiError {
     #[error("too many failed attempts; try again later")]
     TooManyAttempts {
         /// Time until the next attempt is allowed.
+        retry_after: Duration,
+    },
+    /// 503: this instance is at a capacity limit (password hashing, live streams);
+    /// `Retry-After` says when to try again. Not a backend fault: nothing is logged
+    /// above debug, so a flood does not flood the log too.
+    #[error("{what} is busy; try again shortly")]
+    Overloaded {
+        /// What is full, for humans.
+        what: &'static str,
+        /// When to try again.
         retry_after: Duration,
     },
     /// 503: the request did not finish within the configured time.
@@ -115,14 +128,18 @@ impl ApiError {
             Self::InvalidJson(_) | Self::InvalidEvent(_) | Self::BadRequest { .. } => {
                 StatusCode::BAD_REQUEST
             }
-            Self::Unauthenticated | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            Self::Unauthenticated | Self::BadToken(_) | Self::InvalidCredentials => {
+                StatusCode::UNAUTHORIZED
+            }
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::UsernameTaken | Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Timeout | Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Timeout | Self::Unavailable { .. } | Self::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -134,6 +151,7 @@ impl ApiError {
             Self::InvalidEvent(_) => "invalid_event",
             Self::BadRequest { code, .. } => code,
             Self::Unauthenticated => "unauthenticated",
+            Self::BadToken(_) => "invalid_token",
             Self::InvalidCredentials => "invalid_credentials",
             Self::NotFound => "not_found",
             Self::UsernameTaken => "username_taken",
@@ -142,6 +160,7 @@ impl ApiError {
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Validation { code, .. } => code,
             Self::TooManyAttempts { .. } => "too_many_attempts",
+            Self::Overloaded { .. } => "overloaded",
             Self::Timeout => "timeout",
             Self::Unavailable { .. } => "unavailable",
             Self::Internal(_) => "internal",
@@ -207,7 +226,9 @@ impl IntoResponse for ApiError {
         };
         let mut response = error_response(status, self.code(), &message);
         let retry_after = match self {
-            Self::TooManyAttempts { retry_after } => Some(retry_after),
+            Self::TooManyAttempts { retry_after } | Self::Overloaded { retry_after, .. } => {
+                Some(retry_after)
+            }
             Self::Unavailable { .. } => Some(UNAVAILABLE_RETRY_AFTER),
             _ => None,
         };

@@ -11,7 +11,9 @@
 //! - [`process`]: signals and exits of child processes (runtime-contract tests).
 //! - [`proxy`]: a TCP proxy a test cuts, to take a backend away.
 //! - [`otlp`]: an OTLP/HTTP receiver that decodes what the exporters send.
+//! - [`oidc`]: a fake token issuer (JWKS endpoint, good and bad sender tokens).
 
+pub mod oidc;
 pub mod process;
 pub mod proxy;
 
@@ -248,6 +250,11 @@ impl TestRequest {
             Some(c) => self.header("cookie", c),
             None => self,
         }
+    }
+
+    /// The request's path.
+    pub fn path(&self) -> &str {
+        self.builder.uri_ref().map(|u| u.path()).unwrap_or("")
     }
 
     /// Sends it through `router` and reads the whole response.

@@ -29,6 +29,7 @@ function startMissive() {
       env: {
         PATH: process.env.PATH,
         PORT: '0',
+        DEV_EVENTS_PORT: '0',
         LOG_LEVEL: 'warn',
         DATABASE_URL: `${server}/${name}`,
         REDIS_URL: redis,

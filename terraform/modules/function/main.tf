@@ -14,6 +14,23 @@ locals {
     var.labels,
     var.cluster_local ? { "networking.knative.dev/visibility" = "cluster-local" } : {},
   )
+  # Sender identity (common/app/src/sender_identity.rs): the audience the source asks
+  # tokens for, and the source's service account as Knative Eventing names it
+  # (`<source>-oidc-<group>-<kind>`, at most 63 characters or Knative shortens it).
+  kafka_source_name = var.kafka_source == null ? null : coalesce(var.kafka_source.name, "${var.name}-${replace(var.kafka_source.topic, ".", "-")}")
+  source_account = (
+    var.kafka_source != null ? "${local.kafka_source_name}-oidc-sources.knative.dev-kafkasource" :
+    var.ping_source != null ? "${var.name}-tick-oidc-sources.knative.dev-pingsource" : null
+  )
+  audience   = "missive/${var.name}"
+  shared_env = [{ name = "RUST_BACKTRACE", value = "0" }]
+  env = concat(
+    local.shared_env,
+    local.source_account == null ? [] : [
+      { name = "OIDC_AUDIENCE", value = local.audience },
+      { name = "OIDC_ALLOWED_SUBJECTS", value = "system:serviceaccount:${var.namespace}:${local.source_account}" },
+    ],
+  )
   env_from = concat(
     [{ configMapRef = { name = var.config_map } }],
     var.secret == null ? [] : [{ secretRef = { name = var.secret } }],
@@ -40,7 +57,7 @@ resource "kubernetes_manifest" "service" {
             image   = var.image
             ports   = [{ name = "http1", containerPort = 8080 }]
             envFrom = local.env_from
-            env     = [{ name = "RUST_BACKTRACE", value = "0" }]
+            env     = local.env
             readinessProbe = {
               httpGet          = { path = "/readyz" }
               failureThreshold = 3
@@ -84,11 +101,17 @@ resource "kubernetes_manifest" "service" {
 
 resource "kubernetes_manifest" "kafka_source" {
   count = var.kafka_source == null ? 0 : 1
+  lifecycle {
+    precondition {
+      condition     = length(local.source_account) <= 63
+      error_message = "The KafkaSource name is too long: Knative would shorten its service account name and the function would refuse its tokens."
+    }
+  }
   manifest = {
     apiVersion = "sources.knative.dev/v1beta1"
     kind       = "KafkaSource"
     metadata = {
-      name      = "${var.name}-${replace(var.kafka_source.topic, ".", "-")}"
+      name      = local.kafka_source_name
       namespace = var.namespace
       labels    = { "app.kubernetes.io/part-of" = "missive" }
     }
@@ -118,6 +141,7 @@ resource "kubernetes_manifest" "kafka_source" {
           kind       = "Service"
           name       = var.name
         }
+        audience = local.audience
       }
     }
   }
@@ -144,6 +168,7 @@ resource "kubernetes_manifest" "ping_source" {
           kind       = "Service"
           name       = var.name
         }
+        audience = local.audience
       }
     }
   }

@@ -81,6 +81,7 @@ variable "secret" {
 variable "kafka_source" {
   description = "Feed the function from a Kafka topic through a KafkaSource (event functions)."
   type = object({
+    name              = optional(string) # default <function>-<topic with dashes>
     topic             = string
     consumer_group    = string
     bootstrap_servers = list(string)

@@ -15,8 +15,10 @@ locals {
 
   # Event functions and what feeds them.
   kafka_sources = {
-    "message-ingest"  = { topic = local.config.KAFKA_INBOX_TOPIC, consumer_group = "missive-message-ingest" }
-    "activity-record" = { topic = local.config.KAFKA_EVENTS_TOPIC, consumer_group = "missive-activity-record" }
+    # Named as in knative/base/eventing/kafka-sources.yaml: the name is part of the
+    # source's sender identity (its service account).
+    "message-ingest"  = { name = "message-ingest-inbox", topic = local.config.KAFKA_INBOX_TOPIC, consumer_group = "missive-message-ingest" }
+    "activity-record" = { name = "activity-record-events", topic = local.config.KAFKA_EVENTS_TOPIC, consumer_group = "missive-activity-record" }
   }
   ping_sources = {
     "outbox-relay" = { schedule = "* * * * *", data = "{\"reason\":\"outbox relay tick\"}" }
@@ -42,6 +44,7 @@ locals {
     KAFKA_INBOX_TOPIC           = "missive.inbox"
     KAFKA_DLQ_TOPIC             = "missive.dlq"
     OUTBOX_RELAY_MIN_AGE_SECS   = "5"
+    OIDC_ISSUER                 = var.oidc_issuer
     OTEL_EXPORTER_OTLP_ENDPOINT = "http://otel-collector.observability.svc.cluster.local:4318"
     OTEL_TRACES_SAMPLER         = "parentbased_traceidratio"
     OTEL_TRACES_SAMPLER_ARG     = "1.0"
@@ -201,6 +204,7 @@ module "function" {
   secret                = each.value.metadata.labels["missive.dev/workload"] == "web" ? null : kubernetes_secret_v1.secrets.metadata[0].name
 
   kafka_source = !contains(keys(local.kafka_sources), each.key) ? null : {
+    name              = local.kafka_sources[each.key].name
     topic             = local.kafka_sources[each.key].topic
     consumer_group    = local.kafka_sources[each.key].consumer_group
     bootstrap_servers = var.kafka_brokers

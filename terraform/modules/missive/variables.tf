@@ -82,3 +82,9 @@ variable "max_scale" {
   type        = number
   default     = 20
 }
+
+variable "oidc_issuer" {
+  description = "The cluster's service-account token issuer, which signs Knative Eventing's sender tokens (`kubectl get --raw /.well-known/openid-configuration`)."
+  type        = string
+  default     = "https://kubernetes.default.svc.cluster.local"
+}
