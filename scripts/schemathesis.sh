@@ -46,7 +46,10 @@ trap cleanup EXIT
 
 # A free port, then `missive dev` on it (its own directory: the embedded SQLite file).
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-(cd "$work" && PORT="$port" DEV_EVENTS_PORT=0 LOG_LEVEL=error exec "$bin" dev >"$work/server.log" 2>&1) &
+# The fuzzer logs in and signs up far more than a person: the abuse limits (tested in
+# cli/tests/api/auth.rs) would turn its session away mid-run.
+(cd "$work" && PORT="$port" DEV_EVENTS_PORT=0 LOG_LEVEL=error LOGIN_FAILURES_PER_ACCOUNT=1000000 \
+  LOGIN_FAILURES_PER_CLIENT=1000000 SIGNUPS_PER_CLIENT_PER_HOUR=1000000 exec "$bin" dev >"$work/server.log" 2>&1) &
 server=$!
 base="http://127.0.0.1:$port"
 for _ in $(seq 1 100); do

@@ -89,10 +89,11 @@ fn shared_responses() -> [(&'static str, Response); 7] {
         ("Unavailable", error(
             "`unavailable`: a backend (database, session store) is down or too slow; nothing \
              was changed unless the operation says otherwise, and the same request may be \
-             retried after `Retry-After` seconds. `timeout`: the request ran past \
-             `REQUEST_TIMEOUT_SECS`.",
+             retried after `Retry-After` seconds. `overloaded`: this instance is at a \
+             capacity limit (password checking, live streams); retry after `Retry-After` \
+             seconds. `timeout`: the request ran past `REQUEST_TIMEOUT_SECS`.",
         )
-            .header("Retry-After", retry_after("Seconds to wait before retrying (with `unavailable`)"))
+            .header("Retry-After", retry_after("Seconds to wait before retrying (with `unavailable` and `overloaded`)"))
             .build()),
         ("Internal", error("`internal`: a bug; the cause is in the server's log, not here").build()),
     ]

@@ -190,17 +190,19 @@ api_test!(
 );
 
 api_test!(
-    five_failed_logins_lock_the_username_for_the_window,
+    five_failed_logins_lock_the_username_for_that_client_only,
     |b| async move {
         let app = App::start(b).await;
         app.signup("alice").await;
         app.signup("bob").await;
+        let attacker = "198.51.100.7";
         for _ in 0..5 {
-            let res = app.login("alice", "wrong password").await;
+            let res = app.login_from(attacker, "alice", "wrong password").await;
             assert_eq!(res.status, StatusCode::UNAUTHORIZED);
         }
-        // Even the right password is refused now, with a Retry-After inside the window.
-        let res = app.login("alice", "correct horse").await;
+        // From that client even the right password is refused now, with a Retry-After
+        // inside the window...
+        let res = app.login_from(attacker, "alice", "correct horse").await;
         assert_eq!(res.status, StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(res.error_code(), "too_many_attempts");
         let retry: u64 = res.headers["retry-after"]
@@ -209,14 +211,115 @@ api_test!(
             .parse()
             .unwrap();
         assert!((1..=900).contains(&retry), "Retry-After {retry}");
-        // Other usernames are unaffected.
+        // ...but the owner, from their own client, logs in: guessing cannot lock them out.
+        let owner = app
+            .login_from("203.0.113.20", "alice", "correct horse")
+            .await;
+        assert_eq!(owner.status, StatusCode::OK, "{}", owner.json());
+        // Other usernames from the guessing client are unaffected.
+        let bob = app.login_from(attacker, "bob", "correct horse").await;
+        assert_eq!(bob.status, StatusCode::OK);
+        app.stop().await;
+    }
+);
+
+api_test!(
+    one_client_failing_across_usernames_is_stopped,
+    |b| async move {
+        let app = App::start_with(b, |c| c.login_failures_per_client = 8).await;
+        app.signup("alice").await;
+        let sprayer = "198.51.100.8";
+        for i in 0..8 {
+            let res = app
+                .login_from(sprayer, &format!("user{i}"), "wrong password")
+                .await;
+            assert_eq!(res.status, StatusCode::UNAUTHORIZED);
+        }
+        let res = app.login_from(sprayer, "alice", "correct horse").await;
+        assert_eq!(res.status, StatusCode::TOO_MANY_REQUESTS);
+        assert!(res.headers.contains_key("retry-after"));
+        let owner = app
+            .login_from("203.0.113.21", "alice", "correct horse")
+            .await;
+        assert_eq!(owner.status, StatusCode::OK);
+        app.stop().await;
+    }
+);
+
+api_test!(
+    past_the_global_ceiling_only_clients_that_failed_are_refused,
+    |b| async move {
+        let app = App::start_with(b, |c| c.login_failures_global_per_minute = 5).await;
+        app.signup("alice").await;
+        // Six clients (a botnet) fail once each: the deployment is past its ceiling.
+        for i in 1..=6 {
+            let res = app
+                .login_from(&format!("198.51.100.{i}"), "alice", "wrong password")
+                .await;
+            assert_eq!(res.status, StatusCode::UNAUTHORIZED);
+        }
+        // A client that failed is now refused before any password check...
+        let res = app
+            .login_from("198.51.100.1", "alice", "anything else")
+            .await;
+        assert_eq!(res.status, StatusCode::TOO_MANY_REQUESTS);
+        let retry: u64 = res.headers["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&retry), "Retry-After {retry}");
+        // ...one that did not still logs in.
+        let owner = app
+            .login_from("203.0.113.22", "alice", "correct horse")
+            .await;
+        assert_eq!(owner.status, StatusCode::OK);
+        app.stop().await;
+    }
+);
+
+api_test!(
+    forwarded_addresses_count_only_behind_trusted_proxies,
+    |b| async move {
+        // Untrusted (the default): a guesser that invents a new X-Forwarded-For each time
+        // is still one client.
+        let app = App::start(b).await;
+        app.signup("alice").await;
+        let guess = |i: usize| {
+            TestRequest::new(Method::POST, "/api/auth/login")
+                .json(&json!({"username": "alice", "password": "wrong password"}))
+                .header("x-forwarded-for", format!("192.0.2.{i}"))
+                .from_ip("10.0.0.9")
+        };
+        for i in 0..5 {
+            assert_eq!(app.send(guess(i)).await.status, StatusCode::UNAUTHORIZED);
+        }
         assert_eq!(
-            app.login("bob", "correct horse").await.status,
-            StatusCode::OK
+            app.send(guess(99)).await.status,
+            StatusCode::TOO_MANY_REQUESTS
         );
         app.stop().await;
     }
 );
+
+api_test!(signups_are_limited_per_client, |b| async move {
+    let app = App::start_with(b, |c| c.signups_per_client_per_hour = 3).await;
+    let signup = |ip: &str, name: &str| {
+        TestRequest::new(Method::POST, "/api/auth/signup")
+            .json(&json!({"username": name, "password": "correct horse"}))
+            .from_ip(ip)
+    };
+    for i in 0..3 {
+        let res = app.send(signup("198.51.100.30", &format!("bulk{i}"))).await;
+        assert_eq!(res.status, StatusCode::CREATED);
+    }
+    let res = app.send(signup("198.51.100.30", "bulk3")).await;
+    assert_eq!(res.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(res.headers.contains_key("retry-after"));
+    let res = app.send(signup("203.0.113.30", "bulk3")).await;
+    assert_eq!(res.status, StatusCode::CREATED);
+    app.stop().await;
+});
 
 api_test!(parallel_guesses_cannot_exceed_the_limit, |b| async move {
     let app = App::start(b).await;
@@ -331,7 +434,11 @@ async fn a_locked_username_opens_again_when_its_window_ends() {
     }
     let locked = app.login("alice", "correct horse").await;
     assert_eq!(locked.status, StatusCode::TOO_MANY_REQUESTS);
-    let key = format!("{}login_failures:alice", app.state.config.redis_key_prefix);
+    // The tests' requests carry no peer address: the client is "unknown".
+    let key = format!(
+        "{}login_failures:alice:unknown",
+        app.state.config.redis_key_prefix
+    );
     let url = missive_testkit::redis_url();
     let client = redis::Client::open(url).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
@@ -350,5 +457,58 @@ async fn a_locked_username_opens_again_when_its_window_ends() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let open = app.login("alice", "correct horse").await;
     assert_eq!(open.status, StatusCode::OK, "{}", open.json());
+    app.stop().await;
+}
+
+/// A flood of logins for random names (each from its own address, so no limit stops them
+/// before the password check) does not queue everyone behind it until the request
+/// timeout: whoever would wait more than about a second for a CPU is answered 503
+/// `overloaded` with `Retry-After` at once. The time budget itself is measured by
+/// bench/login_flood.py, not asserted here beyond "far from the 30 s timeout".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_flood_is_answered_503_instead_of_queued() {
+    let app = App::start(Backends::Embedded).await;
+    let started = std::time::Instant::now();
+    let flood = (0..200).map(|i| {
+        let app = &app;
+        async move {
+            let res = app
+                .login_from(
+                    &format!("10.9.{}.{}", i / 250, i % 250 + 1),
+                    &format!("random{i}"),
+                    "wrong password",
+                )
+                .await;
+            (res, started.elapsed())
+        }
+    });
+    let answers = join_all(flood).await;
+    let busy: Vec<_> = answers
+        .iter()
+        .filter(|(res, _)| res.status == StatusCode::SERVICE_UNAVAILABLE)
+        .collect();
+    assert!(
+        !busy.is_empty(),
+        "200 hashes at once on this machine should overflow a second"
+    );
+    for (res, _) in &busy {
+        assert_eq!(res.error_code(), "overloaded");
+        assert_eq!(res.headers["retry-after"], "1");
+    }
+    for (res, _) in &answers {
+        assert!(
+            matches!(
+                res.status,
+                StatusCode::UNAUTHORIZED | StatusCode::SERVICE_UNAVAILABLE
+            ),
+            "{}",
+            res.status
+        );
+    }
+    let slowest = answers.iter().map(|(_, took)| *took).max().unwrap();
+    assert!(
+        slowest < Duration::from_secs(10),
+        "the slowest answer took {slowest:?}"
+    );
     app.stop().await;
 }

@@ -93,6 +93,16 @@ impl App {
         .await
     }
 
+    /// A login attempt from the client at `ip`.
+    pub async fn login_from(&self, ip: &str, name: &str, password: &str) -> TestResponse {
+        self.send(
+            TestRequest::new(Method::POST, "/api/auth/login")
+                .json(&json!({"username": name, "password": password}))
+                .from_ip(ip),
+        )
+        .await
+    }
+
     pub async fn create(&self, cookie: &str, text: &str) -> Value {
         let res = self
             .post("/api/messages", json!({ "text": text }), Some(cookie))

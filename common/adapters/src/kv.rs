@@ -33,9 +33,19 @@ pub trait Kv: Send + Sync + 'static {
     async fn get_with_ttl(&self, key: &str) -> anyhow::Result<Option<(String, Duration)>>;
     /// Deletes `key`; deleting a missing key is not an error.
     async fn del(&self, key: &str) -> anyhow::Result<()>;
-    /// Increments the counter at `key`; a new counter expires after `ttl` (a fixed
-    /// window). Returns the new count and the time left in the window.
-    async fn incr_window(&self, key: &str, ttl: Duration) -> anyhow::Result<(u64, Duration)>;
+    /// Adds to several counters in one atomic step (one round trip): each [`Counter`]'s
+    /// `by` (0 reads it) is added to its key; a new counter expires after its `ttl` (a
+    /// fixed window). Returns each new count (never below 0) and the time left in its
+    /// window, in order.
+    async fn incr_windows(&self, counters: &[Counter<'_>]) -> anyhow::Result<Vec<(u64, Duration)>>;
+    /// [`Kv::incr_windows`] for one counter, by 1.
+    async fn incr_window(&self, key: &str, ttl: Duration) -> anyhow::Result<(u64, Duration)> {
+        let counted = self.incr_windows(&[Counter { key, by: 1, ttl }]).await?;
+        counted
+            .into_iter()
+            .next()
+            .context("one counter in, one out")
+    }
     /// Pushes `value` on the front of the list at `key` and trims it to `max_len`.
     async fn push_front_capped(&self, key: &str, value: &str, max_len: usize)
     -> anyhow::Result<()>;
@@ -45,6 +55,17 @@ pub trait Kv: Send + Sync + 'static {
     async fn publish(&self, channel: &str, message: &str) -> anyhow::Result<()>;
     /// Subscribes to `channel`; only messages published after this returns arrive.
     async fn subscribe(&self, channel: &str) -> anyhow::Result<Subscription>;
+}
+
+/// One counter of [`Kv::incr_windows`].
+#[derive(Debug, Clone, Copy)]
+pub struct Counter<'a> {
+    /// Its key.
+    pub key: &'a str,
+    /// What to add (0 reads it; negative takes back).
+    pub by: i64,
+    /// Length of the window a new counter starts.
+    pub ttl: Duration,
 }
 
 /// Builds the store from config: Redis when a URL is given, in-process otherwise.
@@ -218,24 +239,36 @@ impl Kv for RedisKv {
         Ok(())
     }
 
-    async fn incr_window(&self, key: &str, ttl: Duration) -> anyhow::Result<(u64, Duration)> {
-        let _span = command_span("INCR");
+    async fn incr_windows(&self, counters: &[Counter<'_>]) -> anyhow::Result<Vec<(u64, Duration)>> {
+        let _span = command_span("INCRBY");
         let mut conn = self.conn().await?;
-        let key = self.key(key);
-        // MULTI: INCR, start the window only if it has none (EXPIRE NX, Redis 7), read it.
-        let (count, _, pttl): (u64, i64, i64) = redis::pipe()
-            .atomic()
-            .incr(&key, 1)
-            .cmd("PEXPIRE")
-            .arg(&key)
-            .arg(ttl_ms(ttl))
-            .arg("NX")
-            .cmd("PTTL")
-            .arg(&key)
-            .query_async(&mut conn)
-            .await
-            .map_err(outage)?;
-        Ok((count, Duration::from_millis(pttl.max(0).unsigned_abs())))
+        // MULTI: per counter INCRBY, start the window only if it has none (PEXPIRE NX,
+        // Redis 7), read it.
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for counter in counters {
+            let key = self.key(counter.key);
+            pipe.cmd("INCRBY")
+                .arg(&key)
+                .arg(counter.by)
+                .cmd("PEXPIRE")
+                .arg(&key)
+                .arg(ttl_ms(counter.ttl))
+                .arg("NX")
+                .ignore()
+                .cmd("PTTL")
+                .arg(&key);
+        }
+        let replies: Vec<i64> = pipe.query_async(&mut conn).await.map_err(outage)?;
+        Ok(replies
+            .chunks(2)
+            .map(|pair| {
+                (
+                    pair[0].max(0).unsigned_abs(),
+                    Duration::from_millis(pair[1].max(0).unsigned_abs()),
+                )
+            })
+            .collect())
     }
 
     async fn push_front_capped(
@@ -430,26 +463,33 @@ impl Kv for MemoryKv {
         Ok(())
     }
 
-    async fn incr_window(&self, key: &str, ttl: Duration) -> anyhow::Result<(u64, Duration)> {
+    async fn incr_windows(&self, counters: &[Counter<'_>]) -> anyhow::Result<Vec<(u64, Duration)>> {
         let now = Instant::now();
         let mut inner = self.lock();
         inner.note_write(now);
-        let entry = match inner.live_entry(key, now) {
-            Some(entry) => entry,
-            None => inner.entries.entry(key.to_owned()).or_insert(Entry {
-                value: Value::Counter(0),
-                expires_at: Some(now + ttl),
-            }),
-        };
-        let count = match &mut entry.value {
-            Value::Counter(n) => {
-                *n += 1;
-                *n
-            }
-            _ => anyhow::bail!("key {key} does not hold a counter"),
-        };
-        let left = entry.expires_at.map_or(ttl, |at| at - now);
-        Ok((count, left))
+        let mut counted = Vec::with_capacity(counters.len());
+        for counter in counters {
+            let entry = match inner.live_entry(counter.key, now) {
+                Some(entry) => entry,
+                None => inner
+                    .entries
+                    .entry(counter.key.to_owned())
+                    .or_insert(Entry {
+                        value: Value::Counter(0),
+                        expires_at: Some(now + counter.ttl),
+                    }),
+            };
+            let count = match &mut entry.value {
+                Value::Counter(n) => {
+                    *n = n.saturating_add_signed(counter.by);
+                    *n
+                }
+                _ => anyhow::bail!("key {} does not hold a counter", counter.key),
+            };
+            let left = entry.expires_at.map_or(counter.ttl, |at| at - now);
+            counted.push((count, left));
+        }
+        Ok(counted)
     }
 
     async fn push_front_capped(

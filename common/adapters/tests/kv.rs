@@ -123,6 +123,44 @@ both!(
 );
 
 both!(
+    several_counters_move_in_one_step,
+    |kv: Arc<dyn Kv>| async move {
+        use missive_adapters::kv::Counter;
+        let (short, long) = (Duration::from_secs(60), Duration::from_secs(900));
+        let step = |a: i64, b: i64| {
+            [
+                Counter {
+                    key: "a",
+                    by: a,
+                    ttl: short,
+                },
+                Counter {
+                    key: "b",
+                    by: b,
+                    ttl: long,
+                },
+            ]
+        };
+        let counted = kv.incr_windows(&step(1, 2)).await.unwrap();
+        assert_eq!((counted[0].0, counted[1].0), (1, 2));
+        assert!(counted[0].1 <= short && counted[1].1 > short, "{counted:?}");
+        // 0 reads; a negative step takes back.
+        let counted = kv.incr_windows(&step(0, -1)).await.unwrap();
+        assert_eq!((counted[0].0, counted[1].0), (1, 1));
+        // A read of a missing counter is 0.
+        let counted = kv
+            .incr_windows(&[Counter {
+                key: "c",
+                by: 0,
+                ttl: short,
+            }])
+            .await
+            .unwrap();
+        assert_eq!(counted[0].0, 0);
+    }
+);
+
+both!(
     lists_keep_the_newest_up_to_their_cap,
     |kv: Arc<dyn Kv>| async move {
         for i in 0..5 {

@@ -22,16 +22,41 @@ use utoipa::ToSchema;
 pub use sessions::{CurrentUser, Sessions};
 
 use crate::AppState;
+use crate::http::ClientAddr;
+use missive_adapters::kv::Counter;
+
+/// Failed logins of the whole deployment in the current [`GLOBAL_WINDOW`].
+const GLOBAL_FAILURES: &str = "login_failures_global";
 
 /// A user's row id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserId(pub i64);
 
-/// Failed logins allowed per username within [`ATTEMPT_WINDOW`].
-pub const MAX_FAILED_ATTEMPTS: u64 = 5;
-
-/// The window in which failed logins are counted.
+/// The window in which failed logins are counted per account and client, and per client
+/// (limits: `LOGIN_FAILURES_PER_ACCOUNT`, `LOGIN_FAILURES_PER_CLIENT`).
 pub const ATTEMPT_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+/// The window of the global failure count (`LOGIN_FAILURES_GLOBAL_PER_MINUTE`).
+pub const GLOBAL_WINDOW: Duration = Duration::from_secs(60);
+
+/// The window of the signup count per client (`SIGNUPS_PER_CLIENT_PER_HOUR`).
+pub const SIGNUP_WINDOW: Duration = Duration::from_secs(3600);
+
+/// How long a client is asked to wait when password hashing is at capacity.
+pub const BUSY_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// A hashing failure as the client sees it: 503 `overloaded` when the CPUs are booked
+/// for longer than [`password::MAX_WAIT`], else what the error is.
+fn hashing_error(err: anyhow::Error) -> ApiError {
+    if err.is::<password::Busy>() {
+        ApiError::Overloaded {
+            what: "password checking",
+            retry_after: BUSY_RETRY_AFTER,
+        }
+    } else {
+        err.into()
+    }
+}
 
 /// `POST /api/auth/signup` and `POST /api/auth/login`.
 #[derive(Deserialize, ToSchema)]
@@ -85,11 +110,22 @@ pub async fn signup(
     state: &AppState,
     function: &str,
     credentials: Credentials,
+    client: &ClientAddr,
 ) -> Result<(CurrentUser, SessionId), ApiError> {
     use std::sync::atomic::{AtomicBool, Ordering};
     let username = Username::parse(&credentials.username)?;
     let password = Password::parse(credentials.password)?;
-    let hash = password::hash(password).await?;
+    // Before the hash: a client making accounts in bulk costs one counter each, not a CPU.
+    let (signups, window_left) = state
+        .kv
+        .incr_window(&format!("signups:{}", client.0), SIGNUP_WINDOW)
+        .await?;
+    if signups > state.config.signups_per_client_per_hour {
+        return Err(ApiError::TooManyAttempts {
+            retry_after: window_left,
+        });
+    }
+    let hash = password::hash(password).await.map_err(hashing_error)?;
     let event = user_event(EventKind::UserRegistered, function, &username);
     let session = SessionId::generate();
     let session_stored = AtomicBool::new(false);
@@ -127,39 +163,102 @@ pub async fn signup(
 
 /// Checks a password and starts a fresh session, ending `previous` (the session the
 /// request came with) if any. 401 `invalid_credentials` for an unknown user and a wrong
-/// password alike; 429 `too_many_attempts` after [`MAX_FAILED_ATTEMPTS`] failures within
-/// [`ATTEMPT_WINDOW`].
+/// password alike.
+///
+/// 429 `too_many_attempts`, before any password is checked, when within
+/// [`ATTEMPT_WINDOW`] this client failed for this username more than
+/// `LOGIN_FAILURES_PER_ACCOUNT` times, or for any usernames more than
+/// `LOGIN_FAILURES_PER_CLIENT` times; or when the whole deployment saw more than
+/// `LOGIN_FAILURES_GLOBAL_PER_MINUTE` failures this minute and this client is one that
+/// failed. A guesser therefore locks out only itself: the owner, from their own
+/// client, still logs in.
 pub async fn login(
     state: &AppState,
     function: &str,
     credentials: Credentials,
     previous: Option<SessionId>,
+    client: &ClientAddr,
 ) -> Result<(CurrentUser, SessionId), ApiError> {
-    // A name that breaks the signup rule cannot exist: same answer as an unknown user.
-    let Ok(username) = Username::parse(&credentials.username) else {
-        let _ = password::verify(Password::parse(credentials.password).ok(), None).await;
-        return Err(ApiError::InvalidCredentials);
-    };
-    // Count the attempt before checking it, atomically: parallel guesses cannot slip in
-    // between a check and an increment. Success clears the counter.
-    let counter = format!("login_failures:{username}");
-    let (attempts, window_left) = state.kv.incr_window(&counter, ATTEMPT_WINDOW).await?;
-    if attempts > MAX_FAILED_ATTEMPTS {
-        return Err(ApiError::TooManyAttempts {
-            retry_after: window_left,
+    let config = &state.config;
+    let parsed = Username::parse(&credentials.username);
+    // Count the attempt before checking it, atomically, so parallel guesses cannot slip
+    // in between a check and an increment; a success takes it back.
+    let client_key = format!("login_failures_client:{}", client.0);
+    let pair_key = parsed
+        .as_ref()
+        .ok()
+        .map(|username| format!("login_failures:{username}:{}", client.0));
+    let mut counters = vec![
+        Counter {
+            key: &client_key,
+            by: 1,
+            ttl: ATTEMPT_WINDOW,
+        },
+        Counter {
+            key: GLOBAL_FAILURES,
+            by: 0,
+            ttl: GLOBAL_WINDOW,
+        },
+    ];
+    if let Some(pair_key) = &pair_key {
+        counters.push(Counter {
+            key: pair_key,
+            by: 1,
+            ttl: ATTEMPT_WINDOW,
         });
     }
+    let counted = state.kv.incr_windows(&counters).await?;
+    let (by_client, client_left) = counted[0];
+    let (global, global_left) = counted[1];
+    let (by_pair, pair_left) = counted.get(2).copied().unwrap_or((0, ATTEMPT_WINDOW));
+    let refused = if by_pair > config.login_failures_per_account {
+        Some(pair_left)
+    } else if by_client > config.login_failures_per_client {
+        Some(client_left)
+    } else if global > config.login_failures_global_per_minute && by_client > 1 {
+        Some(global_left)
+    } else {
+        None
+    };
+    if let Some(retry_after) = refused {
+        return Err(ApiError::TooManyAttempts { retry_after });
+    }
+    // A name that breaks the signup rule cannot exist: same answer as an unknown user.
+    let Ok(username) = parsed else {
+        let _ = password::verify(Password::parse(credentials.password).ok(), None)
+            .await
+            .map_err(hashing_error)?;
+        return Err(failed(state).await);
+    };
     let found = store::find_user(&state.db, &username).await?;
     let password = Password::parse(credentials.password).ok();
     let (id, hash) = match found {
         Some((id, hash)) => (Some(id), Some(hash)),
         None => (None, None),
     };
-    let ok = password::verify(password, hash).await?;
+    let ok = password::verify(password, hash)
+        .await
+        .map_err(hashing_error)?;
     let Some(id) = id.filter(|_| ok) else {
-        return Err(ApiError::InvalidCredentials);
+        return Err(failed(state).await);
     };
-    state.kv.del(&counter).await?;
+    // Not a failure after all: this client's attempt is taken back, its count for this
+    // account starts over.
+    state
+        .kv
+        .incr_windows(&[
+            Counter {
+                key: &client_key,
+                by: -1,
+                ttl: ATTEMPT_WINDOW,
+            },
+            Counter {
+                key: pair_key.as_deref().unwrap_or_default(),
+                by: -(by_pair as i64),
+                ttl: ATTEMPT_WINDOW,
+            },
+        ])
+        .await?;
     if let Some(old) = previous {
         state.sessions.delete(&old).await?;
     }
@@ -176,6 +275,22 @@ pub async fn login(
     missive_telemetry::metrics::get().logins.add(1, &[]);
     state.outbox.publish(vec![entry]).await;
     Ok((user, session))
+}
+
+/// A failed login: counted in the global window; 401 `invalid_credentials`.
+async fn failed(state: &AppState) -> ApiError {
+    let counted = state
+        .kv
+        .incr_windows(&[Counter {
+            key: GLOBAL_FAILURES,
+            by: 1,
+            ttl: GLOBAL_WINDOW,
+        }])
+        .await;
+    match counted {
+        Ok(_) => ApiError::InvalidCredentials,
+        Err(err) => err.into(),
+    }
 }
 
 /// Ends `session` server-side, if it is a live one, with its `user.logged_out` event.

@@ -92,6 +92,30 @@ pub struct Config {
     #[arg(long, env = "OUTBOX_RELAY_MIN_AGE_SECS", default_value_t = 5)]
     pub outbox_relay_min_age_secs: u64,
 
+    /// How many proxies in front of the functions append the client's address to
+    /// `X-Forwarded-For` (the gateway, and Knative's activator when it is in the path).
+    /// 0 (default): the header is not trusted and the peer address is the client.
+    #[arg(long, env = "TRUSTED_PROXY_HOPS", default_value_t = 0)]
+    pub trusted_proxy_hops: usize,
+
+    /// Failed logins allowed per username from one client within 15 minutes; more get
+    /// 429 for that username from that client only.
+    #[arg(long, env = "LOGIN_FAILURES_PER_ACCOUNT", default_value_t = 5)]
+    pub login_failures_per_account: u64,
+
+    /// Failed logins allowed from one client across usernames within 15 minutes.
+    #[arg(long, env = "LOGIN_FAILURES_PER_CLIENT", default_value_t = 50)]
+    pub login_failures_per_client: u64,
+
+    /// Failed logins per minute across all clients past which clients that failed
+    /// recently are refused (those that did not fail still log in).
+    #[arg(long, env = "LOGIN_FAILURES_GLOBAL_PER_MINUTE", default_value_t = 600)]
+    pub login_failures_global_per_minute: u64,
+
+    /// Signups allowed from one client per hour.
+    #[arg(long, env = "SIGNUPS_PER_CLIENT_PER_HOUR", default_value_t = 20)]
+    pub signups_per_client_per_hour: u64,
+
     /// Who may deliver events to event functions (`EVENT_AUTH`, `OIDC_*`).
     #[command(flatten)]
     pub sender_identity: crate::sender_identity::Settings,

@@ -112,6 +112,9 @@ impl TestBackends {
             .expect("the search index is current");
         db.close().await;
         config.database_url = Some(SecretString::from(url));
+        // Tests sign up many users from one (absent) address; the tests of that limit
+        // set it back.
+        config.signups_per_client_per_hour = 1_000_000;
         Self {
             config,
             cleanup: Some(cleanup),
@@ -250,6 +253,13 @@ impl TestRequest {
             Some(c) => self.header("cookie", c),
             None => self,
         }
+    }
+
+    /// Comes from `ip` (the peer address a server would see).
+    pub fn from_ip(mut self, ip: &str) -> Self {
+        let addr = std::net::SocketAddr::new(ip.parse().expect("test IP address"), 40000);
+        self.builder = self.builder.extension(axum::extract::ConnectInfo(addr));
+        self
     }
 
     /// The request's path.

@@ -293,10 +293,10 @@ export interface components {
                 "application/json": components["schemas"]["ErrorBody"];
             };
         };
-        /** @description `unavailable`: a backend (database, session store) is down or too slow; nothing was changed unless the operation says otherwise, and the same request may be retried after `Retry-After` seconds. `timeout`: the request ran past `REQUEST_TIMEOUT_SECS`. */
+        /** @description `unavailable`: a backend (database, session store) is down or too slow; nothing was changed unless the operation says otherwise, and the same request may be retried after `Retry-After` seconds. `overloaded`: this instance is at a capacity limit (password checking, live streams); retry after `Retry-After` seconds. `timeout`: the request ran past `REQUEST_TIMEOUT_SECS`. */
         Unavailable: {
             headers: {
-                /** @description Seconds to wait before retrying (with `unavailable`) */
+                /** @description Seconds to wait before retrying (with `unavailable` and `overloaded`) */
                 "Retry-After"?: number;
                 [name: string]: unknown;
             };
@@ -413,7 +413,7 @@ export interface operations {
             };
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
-            /** @description `too_many_attempts`; see `Retry-After` */
+            /** @description `too_many_attempts`: too many failed logins from this client for this username, or from this client at all; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -512,6 +512,15 @@ export interface operations {
             415: components["responses"]["UnsupportedMediaType"];
             /** @description `invalid_username` or `invalid_password` */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `too_many_attempts`: too many signups from this client (`SIGNUPS_PER_CLIENT_PER_HOUR`); see `Retry-After` */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };

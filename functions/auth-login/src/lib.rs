@@ -1,11 +1,12 @@
 //! `auth-login`: `POST /api/auth/login` checks a password and starts a fresh session.
 //!
 //! Reads: `users`. Writes: a new session (and removes the one the request came with, if
-//! any), a failed-attempt counter per username in the key-value store. Emits
+//! any), failed-attempt counters per (username, client), per client and for the whole
+//! deployment in the key-value store (see `missive_app::auth::login`). Emits
 //! `io.missive.user.logged_in.v1`.
 
 use missive_app::auth;
-use missive_app::http::{session_cookie, session_id};
+use missive_app::http::{ClientAddr, session_cookie, session_id};
 use missive_app::{Function, Trigger};
 use missive_serve::ApiJson;
 
@@ -31,7 +32,7 @@ pub const FUNCTION: Function = Function {
     openapi: || <ApiDoc as utoipa::OpenApi>::openapi(),
 };
 
-pub use missive_app::auth::{ATTEMPT_WINDOW, MAX_FAILED_ATTEMPTS};
+pub use missive_app::auth::ATTEMPT_WINDOW;
 
 /// The function's routes.
 pub fn router(state: AppState) -> Router {
@@ -52,15 +53,16 @@ pub struct ApiDoc;
     responses(
         (status = 200, description = "Logged in; sets a new `missive_session` cookie", body = UserBody),
         (status = 401, description = "`invalid_credentials`", body = ErrorBody),
-        (status = 429, description = "`too_many_attempts`; see `Retry-After`", body = ErrorBody),
+        (status = 429, description = "`too_many_attempts`: too many failed logins from this client for this username, or from this client at all; see `Retry-After`", body = ErrorBody),
     )
 )]
 async fn login(
     State(state): State<AppState>,
+    client: ClientAddr,
     headers: HeaderMap,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let (user, session) = auth::login(&state, NAME, body, session_id(&headers)).await?;
+    let (user, session) = auth::login(&state, NAME, body, session_id(&headers), &client).await?;
     Ok((
         [(header::SET_COOKIE, session_cookie(&state, &session))],
         Json(UserBody::from(&user)),

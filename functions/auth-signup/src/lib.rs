@@ -12,6 +12,7 @@ use axum::{Json, Router};
 use missive_app::AppState;
 use missive_app::auth;
 use missive_app::auth::{Credentials, UserBody};
+use missive_app::http::ClientAddr;
 use missive_app::http::session_cookie;
 use missive_app::{Function, Trigger};
 use missive_serve::ApiError;
@@ -50,13 +51,15 @@ pub struct ApiDoc;
         (status = 201, description = "Created; sets the `missive_session` cookie", body = UserBody),
         (status = 409, description = "`username_taken`", body = ErrorBody),
         (status = 422, description = "`invalid_username` or `invalid_password`", body = ErrorBody),
+        (status = 429, description = "`too_many_attempts`: too many signups from this client (`SIGNUPS_PER_CLIENT_PER_HOUR`); see `Retry-After`", body = ErrorBody),
     )
 )]
 async fn signup(
     State(state): State<AppState>,
+    client: ClientAddr,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let (user, session) = auth::signup(&state, NAME, body).await?;
+    let (user, session) = auth::signup(&state, NAME, body, &client).await?;
     Ok((
         StatusCode::CREATED,
         [(header::SET_COOKIE, session_cookie(&state, &session))],

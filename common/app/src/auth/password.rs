@@ -9,8 +9,16 @@
 //!   every hash allocated its own buffer, and glibc kept the freed 19 MiB blocks in its
 //!   per-thread arenas. That measured 436 MB peak RSS for 8 concurrent logins, against
 //!   a 256 MiB container limit.
+//!
+//! Waiting is bounded too: a flood of logins for random names must not queue real ones
+//! until the request timeout. A hash that would wait more than [`MAX_WAIT`] for a CPU
+//! is refused at once with [`Busy`] (503 `overloaded` with `Retry-After`), judged from
+//! the queue ahead of it and the measured time of a hash, and never waits past
+//! [`MAX_WAIT`] anyway.
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
@@ -33,14 +41,63 @@ static HASHING: LazyLock<tokio::sync::Semaphore> =
 /// Argon2 working memory, one buffer per permit of [`HASHING`], allocated on first use.
 static BUFFERS: Mutex<Vec<Vec<Block>>> = Mutex::new(Vec::new());
 
+/// The longest a hash waits for a CPU before the request is answered 503 instead.
+pub const MAX_WAIT: Duration = Duration::from_secs(1);
+
+/// Hashes were refused because the queue for the CPUs is longer than [`MAX_WAIT`].
+#[derive(Debug, thiserror::Error)]
+#[error("password hashing is busy")]
+pub struct Busy;
+
+/// Hashes queued or running in this process.
+static IN_LINE: AtomicUsize = AtomicUsize::new(0);
+
+/// Moving average of one hash's time on a CPU, microseconds (starts at a typical 30 ms).
+static HASH_MICROS: AtomicU64 = AtomicU64::new(30_000);
+
+/// Leaves the line when dropped, whatever happened.
+struct InLine;
+
+impl Drop for InLine {
+    fn drop(&mut self) {
+        IN_LINE.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Joins the line, or refuses when the expected wait is over [`MAX_WAIT`].
+fn join_line() -> Result<InLine, Busy> {
+    let ahead = IN_LINE.fetch_add(1, Ordering::Relaxed);
+    let guard = InLine;
+    // Those ahead run `cpus()` at a time; this one starts when enough of them are done.
+    let rounds = (ahead / cpus()) as u64;
+    let expected =
+        Duration::from_micros(rounds.saturating_mul(HASH_MICROS.load(Ordering::Relaxed)));
+    if expected > MAX_WAIT {
+        return Err(Busy);
+    }
+    Ok(guard)
+}
+
+fn record_hash_time(took: Duration) {
+    let took = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+    let old = HASH_MICROS.load(Ordering::Relaxed);
+    // An 1/8 weight: follows a slower CPU within a few hashes, ignores one outlier.
+    HASH_MICROS.store(old - old / 8 + took / 8, Ordering::Relaxed);
+}
+
 /// Runs `work` with a memory buffer of at least `blocks` blocks, on the blocking pool and
-/// within [`HASHING`]'s bound.
+/// within [`HASHING`]'s bound; [`Busy`] when that would mean waiting over [`MAX_WAIT`].
 async fn with_memory<T: Send + 'static>(
     blocks: usize,
     work: impl FnOnce(&mut [Block]) -> anyhow::Result<T> + Send + 'static,
 ) -> anyhow::Result<T> {
-    let _permit = HASHING.acquire().await.context("hashing semaphore")?;
+    let _line = join_line()?;
+    let _permit = match tokio::time::timeout(MAX_WAIT, HASHING.acquire()).await {
+        Ok(permit) => permit.context("hashing semaphore")?,
+        Err(_) => return Err(Busy.into()),
+    };
     tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
         let pooled = BUFFERS
             .lock()
             .map_err(|_| anyhow::anyhow!("buffer pool poisoned"))?
@@ -50,6 +107,7 @@ async fn with_memory<T: Send + 'static>(
             buffer.resize(blocks, Block::default());
         }
         let result = work(&mut buffer[..blocks]);
+        record_hash_time(started.elapsed());
         // Only buffers of the current parameters go back; an old hash's larger ones do not
         // stay around.
         if buffer.len() == Params::default().block_count()
@@ -95,21 +153,19 @@ fn phc(
     Ok(hash.to_string())
 }
 
-// A real hash of a random password, verified against when the user does not exist, so an
-// unknown username costs the same time as a wrong password.
-static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
-    let params = Params::default();
-    let mut memory = vec![Block::default(); params.block_count()];
-    let (password, salt): ([u8; 16], [u8; 16]) = (rand::random(), rand::random());
-    phc(&password, &salt, params, &mut memory).expect("BUG: hashing with default params succeeds")
-});
+/// A real hash (current parameters) of a random password nobody kept, verified against
+/// when the user does not exist, so an unknown username costs the same time as a wrong
+/// password. A constant: computing it at run time made the first such login slower than
+/// the rest (and cost every cold start a hash). Even its password would not log anyone
+/// in: [`verify`] answers `false` without a real stored hash.
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$eUCXKKmozcX+4WSPlismOA$Qq03cy9wugGUWQHccySr8j6gkWJxRbhP9gxon8m9YZk";
 
 /// Checks `password` against `stored` (a PHC string). With no stored hash (unknown user)
 /// or no acceptable password (wrong length) it still spends a full verification on a
 /// dummy hash, so the answer takes the same time, and returns `false`.
 pub async fn verify(password: Option<Password>, stored: Option<String>) -> anyhow::Result<bool> {
     let real = stored.is_some() && password.is_some();
-    let stored = stored.unwrap_or_else(|| DUMMY_HASH.clone());
+    let stored = stored.unwrap_or_else(|| DUMMY_HASH.to_owned());
     let parsed = PasswordHash::new(&stored).map_err(|e| anyhow::anyhow!("stored hash: {e}"))?;
     anyhow::ensure!(
         parsed.algorithm == argon2::ARGON2ID_IDENT,
@@ -189,6 +245,22 @@ mod tests {
                 .unwrap()
         );
         assert!(!verify(None, Some(ours)).await.unwrap());
+    }
+
+    #[test]
+    fn the_dummy_hash_has_the_current_parameters() {
+        let parsed = PasswordHash::new(DUMMY_HASH).unwrap_or_else(|_| {
+            let mut memory = vec![Block::default(); Params::default().block_count()];
+            let (password, salt): ([u8; 16], [u8; 16]) = (rand::random(), rand::random());
+            let fresh = phc(&password, &salt, Params::default(), &mut memory).unwrap();
+            panic!("DUMMY_HASH is not a PHC string; use {fresh}")
+        });
+        let (ours, current) = (Params::try_from(&parsed).unwrap(), Params::default());
+        assert_eq!(
+            (ours.m_cost(), ours.t_cost(), ours.p_cost()),
+            (current.m_cost(), current.t_cost(), current.p_cost())
+        );
+        assert_eq!(parsed.algorithm, argon2::ARGON2ID_IDENT);
     }
 
     #[tokio::test]
