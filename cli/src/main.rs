@@ -61,6 +61,9 @@ struct DispatchArgs {
     /// headers get 403, which stops DNS rebinding.
     #[arg(long, env = "DEV_ALLOWED_HOSTS", value_delimiter = ',', default_value = missive::local_only::DEFAULT_HOSTS)]
     allowed_hosts: Vec<String>,
+    /// The web app's security headers (`CSP_CONNECT_SRC`; HSTS with `COOKIE_SECURE`).
+    #[command(flatten)]
+    site: web::SiteOptions,
 }
 
 #[derive(Subcommand)]
@@ -166,7 +169,8 @@ async fn migrate(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn dev(mut config: Config, dispatch: DispatchArgs) -> anyhow::Result<()> {
+async fn dev(mut config: Config, mut dispatch: DispatchArgs) -> anyhow::Result<()> {
+    dispatch.site.hsts = config.cookie_secure;
     let url = config
         .database_url
         .get_or_insert_with(|| SecretString::from(DEV_DATABASE_URL))
@@ -184,7 +188,7 @@ async fn dev(mut config: Config, dispatch: DispatchArgs) -> anyhow::Result<()> {
     let app = missive::local_only::only_hosts(
         missive::frontend::with_site(
             missive::app(state.clone()),
-            web::site(dispatch.frontend_dir.clone()),
+            web::site(dispatch.frontend_dir.clone(), &dispatch.site),
         ),
         dispatch.allowed_hosts.clone(),
     );

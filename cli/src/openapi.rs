@@ -8,6 +8,7 @@
 //! - an operation with a JSON body answers 400 `invalid_json`, 413 `payload_too_large`
 //!   and 415 `unsupported_media_type` (the `ApiJson` extractor and the body limit); one
 //!   with query parameters 400 `invalid_query_string` (`ApiQuery`);
+//! - state-changing operations answer 403 `cross_origin` to another site's `Origin`;
 //! - every operation answers 503 (`unavailable` when a backend is down, `timeout` past
 //!   the request time limit), with `Retry-After` for `unavailable`, and 500 `internal`.
 //!
@@ -61,7 +62,7 @@ pub fn json() -> String {
 }
 
 /// The reusable responses of the runtime contract, by component name.
-fn shared_responses() -> [(&'static str, Response); 7] {
+fn shared_responses() -> [(&'static str, Response); 8] {
     let error = |description: &str| {
         ResponseBuilder::new().description(description).content(
             "application/json",
@@ -84,6 +85,7 @@ fn shared_responses() -> [(&'static str, Response); 7] {
         ("InvalidJson", error("`invalid_json`: the body is not JSON of the documented shape").build()),
         ("InvalidQueryString", error("`invalid_query_string`: the query string does not parse (a parameter given twice, ...)").build()),
         ("Unauthenticated", error("`unauthenticated`: no valid session cookie").build()),
+        ("CrossOrigin", error("`cross_origin`: sent by a browser from another site (its `Origin` is not one of `PUBLIC_ORIGINS`)").build()),
         ("PayloadTooLarge", error("`payload_too_large`: the body exceeds `BODY_LIMIT_BYTES` (64 KiB by default)").build()),
         ("UnsupportedMediaType", error("`unsupported_media_type`: send the body as `application/json`").build()),
         ("Unavailable", error(
@@ -106,7 +108,8 @@ fn add_contract(doc: &mut utoipa::openapi::OpenApi) {
         SESSION_SCHEME.to_owned(),
         SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
             missive_app::http::SESSION_COOKIE,
-            "The HttpOnly session cookie that signup and login set",
+            "The HttpOnly session cookie that signup and login set; named \
+             `__Host-missive_session` where the site is served over HTTPS (`COOKIE_SECURE`)",
         ))),
     );
     for (name, response) in shared_responses() {
@@ -123,7 +126,9 @@ fn add_contract(doc: &mut utoipa::openapi::OpenApi) {
             &mut item.delete,
             &mut item.patch,
         ];
-        for operation in operations.into_iter().flatten() {
+        let state_changing = [false, true, true, true, true];
+        for (operation, state_changing) in operations.into_iter().zip(state_changing) {
+            let Some(operation) = operation else { continue };
             let secured = is_secured(operation);
             let has_body = operation.request_body.is_some();
             let has_query = operation
@@ -145,6 +150,9 @@ fn add_contract(doc: &mut utoipa::openapi::OpenApi) {
             }
             if has_query {
                 add_all(&[("400", "InvalidQueryString")]);
+            }
+            if state_changing {
+                add_all(&[("403", "CrossOrigin")]);
             }
             if has_body {
                 add_all(&[

@@ -52,12 +52,38 @@ api_test!(cookie_is_secure_when_configured, |b| async move {
             None,
         )
         .await;
+    let set_cookie = res.headers["set-cookie"].to_str().unwrap().to_owned();
+    // The __Host- prefix: Secure, Path=/, no Domain, or the browser drops it.
     assert!(
-        res.headers["set-cookie"]
-            .to_str()
-            .unwrap()
-            .ends_with("; Secure")
+        set_cookie.starts_with("__Host-missive_session="),
+        "{set_cookie}"
     );
+    assert!(set_cookie.ends_with("; Secure"), "{set_cookie}");
+    assert!(set_cookie.contains("; Path=/;"), "{set_cookie}");
+    assert!(
+        !set_cookie.to_ascii_lowercase().contains("domain="),
+        "{set_cookie}"
+    );
+    assert_eq!(res.headers["strict-transport-security"], "max-age=31536000");
+    let cookie = res.session_cookie().unwrap();
+    assert_eq!(
+        app.get("/api/auth/me", Some(&cookie)).await.status,
+        StatusCode::OK
+    );
+    // The same id under the plain name (planted over HTTP, say) is not a session here.
+    let planted = cookie.replacen("__Host-", "", 1);
+    assert_eq!(
+        app.get("/api/auth/me", Some(&planted)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    app.stop().await;
+});
+
+api_test!(without_https_there_is_no_hsts, |b| async move {
+    let app = App::start(b).await;
+    let res = app.get("/api/auth/me", None).await;
+    assert!(!res.headers.contains_key("strict-transport-security"));
+    assert_eq!(res.headers["x-content-type-options"], "nosniff");
     app.stop().await;
 });
 

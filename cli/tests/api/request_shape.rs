@@ -2,6 +2,7 @@
 
 use axum::http::{Method, StatusCode};
 use missive_testkit::{Backends, TestRequest};
+use serde_json::json;
 
 use crate::support::{App, texts};
 
@@ -215,3 +216,80 @@ api_test!(
         app.stop().await;
     }
 );
+
+api_test!(
+    state_changing_requests_from_other_sites_are_refused,
+    |b| async move {
+        let app = App::start(b).await;
+        let cookie = app.signup("alice").await;
+        let post = |origin: Option<&str>| {
+            let mut req = TestRequest::new(Method::POST, "/api/messages")
+                .json(&json!({"text": "hello"}))
+                .header("host", "localhost:8080")
+                .cookie(Some(&cookie));
+            if let Some(origin) = origin {
+                req = req.header("origin", origin);
+            }
+            req
+        };
+        for origin in ["https://evil.example", "http://localhost:9999", "null"] {
+            let res = app.send(post(Some(origin))).await;
+            assert_eq!(res.status, StatusCode::FORBIDDEN, "{origin}");
+            assert_eq!(res.error_code(), "cross_origin");
+        }
+        // Same origin, or no Origin at all (not a browser): accepted.
+        assert_eq!(
+            app.send(post(Some("http://localhost:8080"))).await.status,
+            StatusCode::CREATED
+        );
+        assert_eq!(app.send(post(None)).await.status, StatusCode::CREATED);
+        // Reads are not state-changing.
+        let read = TestRequest::new(Method::GET, "/api/messages")
+            .header("origin", "https://evil.example")
+            .cookie(Some(&cookie));
+        assert_eq!(app.send(read).await.status, StatusCode::OK);
+        // Nothing cross-site was stored.
+        let list = app.get("/api/messages", Some(&cookie)).await;
+        assert_eq!(list.json()["items"].as_array().unwrap().len(), 2);
+        app.stop().await;
+    }
+);
+
+api_test!(
+    behind_a_gateway_the_public_origins_are_the_allowed_ones,
+    |b| async move {
+        let app = App::start_with(b, |c| {
+            c.public_origins = vec!["https://missive.example.com".to_owned()];
+        })
+        .await;
+        let post = |origin: &str| {
+            TestRequest::new(Method::POST, "/api/auth/signup")
+                .json(&json!({"username": format!("u{}", origin.len()), "password": "12345678"}))
+                // What the HTTPRoute rewrites Host to.
+                .header("host", "auth-signup.missive.svc.cluster.local")
+                .header("origin", origin)
+        };
+        assert_eq!(
+            app.send(post("https://missive.example.com")).await.status,
+            StatusCode::CREATED
+        );
+        let res = app
+            .send(post("https://auth-signup.missive.svc.cluster.local"))
+            .await;
+        assert_eq!(res.status, StatusCode::FORBIDDEN);
+        app.stop().await;
+    }
+);
+
+api_test!(every_answer_says_nosniff, |b| async move {
+    let app = App::start(b).await;
+    for path in ["/api/auth/me", "/api/nope", "/healthz"] {
+        let res = app.get(path, None).await;
+        assert_eq!(res.headers["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(
+            res.headers["referrer-policy"], "strict-origin-when-cross-origin",
+            "{path}"
+        );
+    }
+    app.stop().await;
+});

@@ -83,8 +83,21 @@ pub struct RedisKv {
     // Created on first use so that start-up does no network I/O (a cold start serves
     // `/healthz` before Redis has answered anything).
     conn: OnceCell<redis::aio::ConnectionManager>,
+    /// Set once the server was found new enough ([`MIN_REDIS_MAJOR`]).
+    version_ok: OnceCell<()>,
     prefix: String,
     timeout: Duration,
+}
+
+/// The oldest Redis major version that works: rate-limit windows use `PEXPIRE … NX`
+/// (7.0). Readiness says so instead of every login failing.
+pub const MIN_REDIS_MAJOR: u32 = 7;
+
+/// The major version in an `INFO server` reply.
+fn redis_major(info: &str) -> Option<u32> {
+    info.lines()
+        .find_map(|line| line.strip_prefix("redis_version:"))
+        .and_then(|version| version.trim().split('.').next()?.parse().ok())
 }
 
 impl RedisKv {
@@ -97,6 +110,7 @@ impl RedisKv {
         Ok(Self {
             client,
             conn: OnceCell::new(),
+            version_ok: OnceCell::new(),
             prefix: prefix.to_owned(),
             timeout,
         })
@@ -169,6 +183,23 @@ impl Kv for RedisKv {
             .query_async(&mut conn)
             .await
             .map_err(outage)?;
+        self.version_ok
+            .get_or_try_init(|| async {
+                let info: String = redis::cmd("INFO")
+                    .arg("server")
+                    .query_async(&mut conn.clone())
+                    .await
+                    .map_err(outage)?;
+                // A server that hides its version (some managed services) is given the
+                // benefit of the doubt.
+                match redis_major(&info) {
+                    Some(major) if major < MIN_REDIS_MAJOR => anyhow::bail!(
+                        "Redis {MIN_REDIS_MAJOR}.0 or newer is required (this one is {major}.x)"
+                    ),
+                    _ => Ok(()),
+                }
+            })
+            .await?;
         Ok(())
     }
 
@@ -553,5 +584,16 @@ impl Kv for MemoryKv {
         let stream = tokio_stream::wrappers::BroadcastStream::new(rx)
             .filter_map(|item| async move { item.ok() });
         Ok(Box::pin(stream))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_version_is_read_from_info() {
+        let info = "# Server\r\nredis_version:7.0.15\r\nredis_mode:standalone\r\n";
+        assert_eq!(super::redis_major(info), Some(7));
+        assert_eq!(super::redis_major("redis_version:6.2.14\r\n"), Some(6));
+        assert_eq!(super::redis_major("# Server\r\n"), None);
     }
 }

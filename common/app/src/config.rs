@@ -44,9 +44,17 @@ pub struct Config {
     #[arg(long, env = "SESSION_TTL", default_value_t = 7 * 24 * 3600)]
     pub session_ttl_secs: u64,
 
-    /// Adds `Secure` to the session cookie. Turn on wherever the app is served over HTTPS.
+    /// Serving over HTTPS: the session cookie is `__Host-missive_session` with `Secure`,
+    /// and responses carry `Strict-Transport-Security`.
     #[arg(long, env = "COOKIE_SECURE", default_value_t = false, action = clap::ArgAction::Set)]
     pub cookie_secure: bool,
+
+    /// The site's public origins (`https://missive.example.com`, comma-separated): a
+    /// browser's state-changing API request from any other `Origin` gets 403. Unset:
+    /// the request's own `Host` (right for `missive dev`; behind a gateway that rewrites
+    /// `Host`, set it).
+    #[arg(long, env = "PUBLIC_ORIGINS", value_delimiter = ',')]
+    pub public_origins: Vec<String>,
 
     /// Largest accepted request body in bytes; larger bodies get 413.
     #[arg(long, env = "BODY_LIMIT_BYTES", default_value_t = 64 * 1024)]
@@ -127,6 +135,8 @@ impl Config {
         missive_serve::Limits {
             body_limit_bytes: self.body_limit_bytes,
             request_timeout: self.request_timeout(),
+            allowed_origins: self.public_origins.clone(),
+            hsts: self.cookie_secure,
         }
     }
 

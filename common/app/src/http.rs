@@ -14,18 +14,35 @@ use missive_serve::ApiError;
 use crate::AppState;
 use crate::auth::CurrentUser;
 
-/// Name of the session cookie.
+/// Name of the session cookie over plain HTTP (`missive dev`).
 pub const SESSION_COOKIE: &str = "missive_session";
 
-/// The session id from the request's cookie, if it has a well-formed one.
-pub fn session_id(headers: &HeaderMap) -> Option<SessionId> {
+/// Name of the session cookie over HTTPS: the `__Host-` prefix makes the browser accept
+/// it only with `Secure`, `Path=/` and no `Domain`, so neither a sibling subdomain nor a
+/// plain-HTTP response can set or shadow it.
+pub const SECURE_SESSION_COOKIE: &str = "__Host-missive_session";
+
+/// The session cookie's name under `state`'s configuration (`COOKIE_SECURE`).
+pub fn cookie_name(state: &AppState) -> &'static str {
+    if state.config.cookie_secure {
+        SECURE_SESSION_COOKIE
+    } else {
+        SESSION_COOKIE
+    }
+}
+
+/// The session id from the request's cookie, if it has a well-formed one. Only the
+/// configured name counts: with `COOKIE_SECURE`, a plain `missive_session` cookie
+/// (which anyone on the network could have planted) is ignored.
+pub fn session_id(state: &AppState, headers: &HeaderMap) -> Option<SessionId> {
+    let name = cookie_name(state);
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
+        .find(|(cookie, _)| *cookie == name)
         .and_then(|(_, value)| SessionId::parse(value))
 }
 
@@ -45,8 +62,9 @@ fn cookie(state: &AppState, value: &str, max_age: u64) -> HeaderValue {
     } else {
         ""
     };
+    let name = cookie_name(state);
     HeaderValue::try_from(format!(
-        "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
+        "{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
     ))
     .expect("BUG: base64url ids and our attributes are valid header text")
 }
@@ -55,7 +73,7 @@ impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let id = session_id(&parts.headers).ok_or(ApiError::Unauthenticated)?;
+        let id = session_id(state, &parts.headers).ok_or(ApiError::Unauthenticated)?;
         state
             .sessions
             .get(&id)

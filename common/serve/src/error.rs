@@ -35,6 +35,14 @@ pub enum ApiError {
     /// 401: unknown user or wrong password (deliberately indistinguishable).
     #[error("wrong username or password")]
     InvalidCredentials,
+    /// 403: the request is refused whoever sends it; `code` says why.
+    #[error("{message}")]
+    Forbidden {
+        /// Snake-case code, e.g. `cross_origin`.
+        code: &'static str,
+        /// Explanation for humans.
+        message: String,
+    },
     /// 404: nothing here, or it belongs to someone else (we never say which).
     #[error("not found")]
     NotFound,
@@ -131,6 +139,7 @@ impl ApiError {
             Self::Unauthenticated | Self::BadToken(_) | Self::InvalidCredentials => {
                 StatusCode::UNAUTHORIZED
             }
+            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::UsernameTaken | Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -153,6 +162,7 @@ impl ApiError {
             Self::Unauthenticated => "unauthenticated",
             Self::BadToken(_) => "invalid_token",
             Self::InvalidCredentials => "invalid_credentials",
+            Self::Forbidden { code, .. } => code,
             Self::NotFound => "not_found",
             Self::UsernameTaken => "username_taken",
             Self::Conflict { code, .. } => code,

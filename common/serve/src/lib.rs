@@ -106,12 +106,19 @@ pub async fn bind_on(ip: Ipv4Addr, port: u16) -> anyhow::Result<TcpListener> {
 }
 
 /// The limits every function's requests share (from the function's configuration).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Limits {
     /// Largest accepted request body; larger ones get 413.
     pub body_limit_bytes: usize,
     /// Time a request may take before it is answered with 503 `timeout`.
     pub request_timeout: Duration,
+    /// Origins (`https://host[:port]`) a browser may send state-changing API requests
+    /// from. Empty: only the request's own `Host`. A request with another `Origin` gets
+    /// 403 `cross_origin`: with `SameSite=Lax` cookies and the JSON content type, the
+    /// second CSRF layer.
+    pub allowed_origins: Vec<String>,
+    /// Send `Strict-Transport-Security` (served over HTTPS only).
+    pub hsts: bool,
 }
 
 /// One readiness check: a name for the log and the 503's message, and the check.
@@ -124,6 +131,7 @@ pub type Readiness = Arc<dyn Fn() -> Vec<Check> + Send + Sync>;
 /// routes. `missive dev` applies it once around all routers merged.
 pub fn app(routes: Router, limits: Limits, readiness: Readiness) -> Router {
     let timeout = limits.request_timeout;
+    let origins: Arc<[String]> = limits.allowed_origins.clone().into();
     let probes = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -134,6 +142,7 @@ pub fn app(routes: Router, limits: Limits, readiness: Readiness) -> Router {
     let routes = routes
         .merge(probes)
         .route_layer(middleware::from_fn(require_json_content_type))
+        .route_layer(middleware::from_fn_with_state(origins, require_same_origin))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(move |req: Request, next: Next| {
@@ -144,7 +153,26 @@ pub fn app(routes: Router, limits: Limits, readiness: Readiness) -> Router {
             limits.body_limit_bytes,
             size_the_413,
         ));
+    let routes = if limits.hsts {
+        with_hsts(routes)
+    } else {
+        routes
+    };
     observed(routes)
+}
+
+/// Adds `Strict-Transport-Security` (one year) to every response: browsers then never
+/// try the site over plain HTTP, where the cookie could be stripped or injected.
+pub fn with_hsts(routes: Router) -> Router {
+    routes.layer(middleware::map_response(
+        |mut response: Response| async move {
+            response.headers_mut().insert(
+                header::STRICT_TRANSPORT_SECURITY,
+                header::HeaderValue::from_static("max-age=31536000"),
+            );
+            response
+        },
+    ))
 }
 
 /// The outer layers every app gets, [`app`]'s or one without backends (the web app's):
@@ -152,6 +180,22 @@ pub fn app(routes: Router, limits: Limits, readiness: Readiness) -> Router {
 /// line and duration metric.
 pub fn observed(routes: Router) -> Router {
     routes
+        // On every answer, errors and panics included: no content sniffing (a JSON body
+        // is never run as a script), and no full URLs in Referer to other sites.
+        .layer(middleware::map_response(
+            |mut response: Response| async move {
+                let headers = response.headers_mut();
+                headers.insert(
+                    header::X_CONTENT_TYPE_OPTIONS,
+                    header::HeaderValue::from_static("nosniff"),
+                );
+                headers.insert(
+                    header::REFERRER_POLICY,
+                    header::HeaderValue::from_static("strict-origin-when-cross-origin"),
+                );
+                response
+            },
+        ))
         .layer(CatchPanicLayer::custom(|_panic| {
             tracing::error!("handler panicked");
             error_response(
@@ -283,6 +327,43 @@ async fn require_json_content_type(req: Request, next: Next) -> Response {
             .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"));
         if !is_json {
             return ApiError::UnsupportedMediaType.into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// A state-changing API request whose `Origin` is another site's is refused (403
+/// `cross_origin`). Requests without `Origin` (not from a browser, or a same-origin GET)
+/// pass: the check is a second layer behind `SameSite=Lax` and the JSON content type.
+async fn require_same_origin(
+    State(allowed): State<Arc<[String]>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let mutating = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if mutating
+        && req.uri().path().starts_with("/api/")
+        && let Some(origin) = req.headers().get(header::ORIGIN)
+    {
+        let origin = origin.to_str().unwrap_or("null");
+        let same = if allowed.is_empty() {
+            // Same origin as the request: `Origin`'s host[:port] is the `Host` header.
+            let host = req
+                .headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok());
+            origin
+                .split_once("://")
+                .is_some_and(|(_, authority)| Some(authority) == host)
+        } else {
+            allowed.iter().any(|a| a.eq_ignore_ascii_case(origin))
+        };
+        if !same {
+            return ApiError::Forbidden {
+                code: "cross_origin",
+                message: format!("requests from {origin} are not accepted here"),
+            }
+            .into_response();
         }
     }
     next.run(req).await

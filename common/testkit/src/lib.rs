@@ -327,7 +327,10 @@ impl TestResponse {
             .get_all(header::SET_COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .find(|v| v.starts_with(missive_app::http::SESSION_COOKIE))
+            .find(|v| {
+                v.starts_with(missive_app::http::SESSION_COOKIE)
+                    || v.starts_with(missive_app::http::SECURE_SESSION_COOKIE)
+            })
             .and_then(|v| v.split(';').next())
             .map(str::to_owned)
     }

@@ -248,6 +248,15 @@ export interface components {
         };
     };
     responses: {
+        /** @description `cross_origin`: sent by a browser from another site (its `Origin` is not one of `PUBLIC_ORIGINS`) */
+        CrossOrigin: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["ErrorBody"];
+            };
+        };
         /** @description `internal`: a bug; the cause is in the server's log, not here */
         Internal: {
             headers: {
@@ -411,6 +420,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            403: components["responses"]["CrossOrigin"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
             /** @description `too_many_attempts`: too many failed logins from this client for this username, or from this client at all; see `Retry-After` */
@@ -448,6 +458,7 @@ export interface operations {
                 content?: never;
             };
             400: components["responses"]["InvalidJson"];
+            403: components["responses"]["CrossOrigin"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
             500: components["responses"]["Internal"];
@@ -499,6 +510,7 @@ export interface operations {
                 };
             };
             400: components["responses"]["InvalidJson"];
+            403: components["responses"]["CrossOrigin"];
             /** @description `username_taken` */
             409: {
                 headers: {
@@ -595,6 +607,7 @@ export interface operations {
             };
             400: components["responses"]["InvalidJson"];
             401: components["responses"]["Unauthenticated"];
+            403: components["responses"]["CrossOrigin"];
             /** @description `idempotency_key_reused`: the key was used for another text, or for a message deleted since */
             409: {
                 headers: {
@@ -713,6 +726,7 @@ export interface operations {
                 content?: never;
             };
             401: components["responses"]["Unauthenticated"];
+            403: components["responses"]["CrossOrigin"];
             /** @description `not_found` */
             404: {
                 headers: {

@@ -62,7 +62,8 @@ async fn login(
     headers: HeaderMap,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let (user, session) = auth::login(&state, NAME, body, session_id(&headers), &client).await?;
+    let (user, session) =
+        auth::login(&state, NAME, body, session_id(&state, &headers), &client).await?;
     Ok((
         [(header::SET_COOKIE, session_cookie(&state, &session))],
         Json(UserBody::from(&user)),

@@ -62,7 +62,7 @@ async fn logout(
             |err| ApiError::InvalidJson(format!("the body must be a JSON object: {err}")),
         )?;
     }
-    auth::logout(&state, NAME, session_id(&headers)).await?;
+    auth::logout(&state, NAME, session_id(&state, &headers)).await?;
     Ok((
         StatusCode::NO_CONTENT,
         [(header::SET_COOKIE, clear_session_cookie(&state))],

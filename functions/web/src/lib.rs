@@ -44,18 +44,39 @@ pub struct WebConfig {
     /// After SIGTERM, how long in-flight requests may run before the process exits.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 25)]
     pub shutdown_grace_secs: u64,
+    /// Served over HTTPS (the API's `COOKIE_SECURE`): responses carry
+    /// `Strict-Transport-Security`.
+    #[arg(long, env = "COOKIE_SECURE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub cookie_secure: bool,
+    /// The site's security headers.
+    #[command(flatten)]
+    pub site: SiteOptions,
+}
+
+/// What the site's security headers allow besides its own origin.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct SiteOptions {
+    /// More sources the app may connect to (Content-Security-Policy `connect-src`),
+    /// comma-separated, beyond its own origin and the collector of `config.json`'s
+    /// `otlpTracesUrl`.
+    #[arg(long, env = "CSP_CONNECT_SRC", value_delimiter = ',')]
+    pub csp_connect_src: Vec<String>,
+    /// Send `Strict-Transport-Security` (set from `COOKIE_SECURE`, served over HTTPS).
+    #[arg(skip)]
+    pub hsts: bool,
 }
 
 /// The whole binary: serve [`router`] on `$PORT` until SIGTERM.
 pub fn main() -> ExitCode {
-    let config = WebConfig::parse();
+    let mut config = WebConfig::parse();
+    config.site.hsts = config.cookie_secure;
     missive_serve::run(NAME, &config.log_level.clone(), async move {
         if !is_built(&config.frontend_dir) {
             tracing::warn!(dir = %config.frontend_dir.display(), build = BUILD_HINT, "the web app is not built; not ready");
         }
         Ok(missive_serve::Serving {
             listener: missive_serve::bind(config.port).await?,
-            app: router(config.frontend_dir),
+            app: router(config.frontend_dir, &config.site),
             shutdown: tokio_util::sync::CancellationToken::new(),
             grace: Duration::from_secs(config.shutdown_grace_secs),
             on_stop: None,
@@ -64,7 +85,7 @@ pub fn main() -> ExitCode {
 }
 
 /// The site with its probes and the shared outer layers (span, access line, panics).
-pub fn router(dir: PathBuf) -> Router {
+pub fn router(dir: PathBuf, options: &SiteOptions) -> Router {
     let built = is_built(&dir);
     let probes = Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -96,7 +117,12 @@ pub fn router(dir: PathBuf) -> Router {
             get_service(ServeFile::new(document)).layer(middleware::from_fn(cache_control)),
         );
     }
-    missive_serve::observed(probes.merge(api).merge(site(dir)))
+    let app = probes.merge(api).merge(site(dir, options));
+    missive_serve::observed(if options.hsts {
+        missive_serve::with_hsts(app)
+    } else {
+        app
+    })
 }
 
 async fn api_not_found() -> missive_serve::ApiError {
@@ -112,7 +138,8 @@ pub fn is_built(dir: &Path) -> bool {
 }
 
 /// The app in `dir` (no probes), or the build instructions if it is not built.
-pub fn site(dir: PathBuf) -> Router {
+pub fn site(dir: PathBuf, options: &SiteOptions) -> Router {
+    let csp = content_security_policy(&dir, &options.csp_connect_src);
     if !is_built(&dir) {
         return Router::new().fallback(move |req: Request| {
             let dir = dir.clone();
@@ -129,6 +156,70 @@ pub fn site(dir: PathBuf) -> Router {
     Router::new()
         .fallback_service(files)
         .layer(middleware::from_fn(cache_control))
+        .layer(middleware::map_response(move |mut response: Response| {
+            let csp = csp.clone();
+            async move {
+                let headers = response.headers_mut();
+                headers.insert(header::CONTENT_SECURITY_POLICY, csp);
+                // Also where the site is served without `missive_serve::observed`
+                // (`missive dev` puts it beside the API).
+                headers.insert(
+                    header::X_CONTENT_TYPE_OPTIONS,
+                    HeaderValue::from_static("nosniff"),
+                );
+                headers.insert(
+                    header::REFERRER_POLICY,
+                    HeaderValue::from_static("strict-origin-when-cross-origin"),
+                );
+                response
+            }
+        }))
+}
+
+/// The app's Content-Security-Policy: scripts, styles and everything else only from the
+/// site itself (the build has no inline code), connections to the site and to the
+/// browser-tracing collector that `config.json` names (plus `extra`), and no framing.
+/// An injected `<script>` or a foreign `<iframe>` parent gets nothing.
+pub fn content_security_policy(dir: &Path, extra: &[String]) -> HeaderValue {
+    let collector = std::fs::read(dir.join("config.json"))
+        .ok()
+        .and_then(|raw| serde_json::from_slice::<serde_json::Value>(&raw).ok())
+        .and_then(|config| config["otlpTracesUrl"].as_str().and_then(origin_of));
+    let mut connect = vec!["'self'".to_owned()];
+    connect.extend(collector);
+    connect.extend(
+        extra
+            .iter()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty()),
+    );
+    let policy = format!(
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+         connect-src {}; object-src 'none'; base-uri 'self'; form-action 'self'; \
+         frame-ancestors 'none'",
+        connect.join(" ")
+    );
+    HeaderValue::try_from(policy).unwrap_or_else(|_| {
+        tracing::warn!(
+            "CSP_CONNECT_SRC or config.json has characters a header cannot carry; ignoring them"
+        );
+        HeaderValue::from_static(
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+             connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; \
+             frame-ancestors 'none'",
+        )
+    })
+}
+
+/// `scheme://host[:port]` of an absolute http(s) URL.
+fn origin_of(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    if !matches!(scheme, "http" | "https") {
+        return None;
+    }
+    let authority = rest.split(['/', '?', '#']).next()?;
+    (!authority.is_empty() && !authority.contains(char::is_whitespace))
+        .then(|| format!("{scheme}://{authority}"))
 }
 
 async fn cache_control(req: Request, next: Next) -> Response {

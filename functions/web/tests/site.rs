@@ -48,7 +48,7 @@ fn header_of(res: &axum::response::Response, name: header::HeaderName) -> &str {
 #[tokio::test]
 async fn serves_the_app_with_spa_fallback_caching_and_precompressed_assets() {
     let dir = built_app("site");
-    let app = web::router(dir.clone());
+    let app = web::router(dir.clone(), &web::SiteOptions::default());
 
     let ready = get(&app, "/readyz", None).await;
     assert_eq!(ready.status(), StatusCode::OK);
@@ -84,7 +84,10 @@ async fn serves_the_app_with_spa_fallback_caching_and_precompressed_assets() {
 
 #[tokio::test]
 async fn an_unbuilt_app_is_alive_but_not_ready_and_says_how_to_build() {
-    let app = web::router(PathBuf::from("/nonexistent/missive-dist"));
+    let app = web::router(
+        PathBuf::from("/nonexistent/missive-dist"),
+        &web::SiteOptions::default(),
+    );
     assert_eq!(get(&app, "/healthz", None).await.status(), StatusCode::OK);
     let ready = get(&app, "/readyz", None).await;
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -101,7 +104,7 @@ async fn serves_the_api_document_the_build_put_in_the_site() {
     std::fs::create_dir_all(dir.join("api")).unwrap();
     let document = "{\"openapi\":\"3.1.0\"}\n";
     std::fs::write(dir.join("api/openapi.json"), document).unwrap();
-    let app = web::router(dir.clone());
+    let app = web::router(dir.clone(), &web::SiteOptions::default());
     let res = get(&app, "/api/openapi.json", None).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(header_of(&res, header::CONTENT_TYPE), "application/json");
@@ -113,7 +116,7 @@ async fn serves_the_api_document_the_build_put_in_the_site() {
 #[tokio::test]
 async fn api_paths_no_function_serves_get_the_json_404_not_the_app() {
     let dir = built_app("api");
-    let app = web::router(dir.clone());
+    let app = web::router(dir.clone(), &web::SiteOptions::default());
     for path in ["/api", "/api/nope", "/api/messages/1/extra"] {
         let res = get(&app, path, None).await;
         assert_eq!(res.status(), StatusCode::NOT_FOUND, "{path}");
@@ -121,5 +124,49 @@ async fn api_paths_no_function_serves_get_the_json_404_not_the_app() {
         let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body["error"]["code"], "not_found", "{path}");
     }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The app runs only its own scripts, connects only to its origin and its collector, and
+/// cannot be framed; over HTTPS browsers are told never to use plain HTTP.
+#[tokio::test]
+async fn the_app_is_served_with_its_security_headers() {
+    let dir = built_app("csp");
+    std::fs::write(
+        dir.join("config.json"),
+        r#"{"otlpTracesUrl":"https://otel.example.com:4318/v1/traces"}"#,
+    )
+    .unwrap();
+    let options = web::SiteOptions {
+        csp_connect_src: vec!["https://extra.example".to_owned()],
+        hsts: true,
+    };
+    let app = web::router(dir.clone(), &options);
+    for path in ["/", "/some/spa/route", "/assets/app-1a2b.js"] {
+        let res = get(&app, path, None).await;
+        let csp = header_of(&res, header::CONTENT_SECURITY_POLICY);
+        for directive in [
+            "default-src 'self'",
+            "script-src 'self';",
+            "style-src 'self';",
+            "connect-src 'self' https://otel.example.com:4318 https://extra.example;",
+            "object-src 'none'",
+            "frame-ancestors 'none'",
+        ] {
+            assert!(csp.contains(directive), "{path}: {directive} not in {csp}");
+        }
+        assert!(!csp.contains("unsafe"), "{csp}");
+        assert_eq!(header_of(&res, header::X_CONTENT_TYPE_OPTIONS), "nosniff");
+        assert_eq!(
+            header_of(&res, header::STRICT_TRANSPORT_SECURITY),
+            "max-age=31536000"
+        );
+    }
+    // Over plain HTTP (missive dev), no HSTS; without a collector, only the site.
+    std::fs::remove_file(dir.join("config.json")).unwrap();
+    let app = web::router(dir.clone(), &web::SiteOptions::default());
+    let res = get(&app, "/", None).await;
+    assert!(header_of(&res, header::CONTENT_SECURITY_POLICY).contains("connect-src 'self';"));
+    assert_eq!(header_of(&res, header::STRICT_TRANSPORT_SECURITY), "");
     std::fs::remove_dir_all(dir).unwrap();
 }

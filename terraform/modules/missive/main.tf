@@ -35,6 +35,7 @@ locals {
   config = merge({
     LOG_LEVEL                   = "info"
     COOKIE_SECURE               = "true"
+    PUBLIC_ORIGINS              = "https://${var.host}"
     DB_MAX_CONNECTIONS          = "5"
     REQUEST_TIMEOUT_SECS        = "30"
     BACKEND_TIMEOUT_MS          = "1000"
