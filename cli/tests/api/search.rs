@@ -86,6 +86,9 @@ api_test!(search_validates_query_and_limit, |b| async move {
         ("q=", "invalid_query"),
         ("q=%20%20", "invalid_query"),
         (&format!("q={long}") as &str, "invalid_query"),
+        // Eleven different words (punctuation separates them too).
+        ("q=a+b+c+d+e+f+g+h+i+j+k", "too_many_terms"),
+        ("q=a,b.c;d-e_f/g(h)i%22j*k", "too_many_terms"),
         ("q=note&limit=0", "invalid_limit"),
         ("q=note&limit=101", "invalid_limit"),
     ] {
@@ -95,6 +98,17 @@ api_test!(search_validates_query_and_limit, |b| async move {
         assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY, "{query}");
         assert_eq!(res.error_code(), code, "{query}");
     }
+    // Ten is fine, and a repeated word counts once.
+    for query in ["a+b+c+d+e+f+g+h+i+note", "note+note+note+a+b+c+d+e+f+g+h+i"] {
+        let res = app
+            .get(&format!("/api/messages/search?q={query}"), Some(&cookie))
+            .await;
+        assert_eq!(res.status, StatusCode::OK, "{query}: {}", res.json());
+    }
+    let res = app
+        .get("/api/messages/search?q=a+b+c+d+e+f+g+h+i+j+k", Some(&cookie))
+        .await;
+    assert!(res.json()["error"]["message"].as_str().unwrap().contains("at most 10"));
     let ok = app
         .get(
             &format!("/api/messages/search?q={}", "a".repeat(200)),

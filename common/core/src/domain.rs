@@ -198,13 +198,18 @@ impl Cursor {
 /// Longest search query, in characters.
 pub const MAX_QUERY_CHARS: usize = 200;
 
-/// A search query: 1–200 characters, split into the words that must each prefix a word
-/// of a matching message.
+/// Most distinct words a search may have: each is an index scan, so a query of a hundred
+/// one-letter words would cost a hundred.
+pub const MAX_QUERY_TERMS: usize = 10;
+
+/// A search query: 1–200 characters, split into at most [`MAX_QUERY_TERMS`] distinct
+/// words that must each prefix a word of a matching message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SearchQuery(Vec<String>);
 
 impl SearchQuery {
-    /// Parses `?q=`; `invalid_query` when empty, blank or too long. A query of only
+    /// Parses `?q=`; `invalid_query` when empty, blank or too long, `too_many_terms` past
+    /// [`MAX_QUERY_TERMS`] distinct words (repeats count once). A query of only
     /// punctuation parses to no words and matches nothing (never everything).
     pub fn parse(raw: Option<&str>) -> Result<Self, DomainError> {
         let raw = raw.unwrap_or_default();
@@ -217,6 +222,15 @@ impl SearchQuery {
         let mut words = search_tokens(raw);
         words.sort();
         words.dedup();
+        if words.len() > MAX_QUERY_TERMS {
+            return Err(DomainError::new(
+                "too_many_terms",
+                format!(
+                    "search for at most {MAX_QUERY_TERMS} different words (this query has {})",
+                    words.len()
+                ),
+            ));
+        }
         Ok(Self(words))
     }
 

@@ -636,8 +636,8 @@ export interface operations {
         parameters: {
             query: {
                 /**
-                 * @description 1-200 characters, not only whitespace; every word must prefix a word of the
-                 *     message. Required (its absence is 422 `invalid_query`).
+                 * @description 1-200 characters, not only whitespace, at most 10 different words; every word
+                 *     must prefix a word of the message. Required (its absence is 422 `invalid_query`).
                  */
                 q: string;
                 /** @description At most this many results, 1-100 (default 20). */
@@ -659,7 +659,7 @@ export interface operations {
             };
             400: components["responses"]["InvalidQueryString"];
             401: components["responses"]["Unauthenticated"];
-            /** @description `invalid_query` or `invalid_limit` */
+            /** @description `invalid_query`, `too_many_terms` (more than 10 different words: letters and digits between separators, repeats counted once) or `invalid_limit` */
             422: {
                 headers: {
                     [name: string]: unknown;

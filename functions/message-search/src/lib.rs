@@ -45,8 +45,8 @@ pub struct ApiDoc;
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct SearchParams {
-    /// 1-200 characters, not only whitespace; every word must prefix a word of the
-    /// message. Required (its absence is 422 `invalid_query`).
+    /// 1-200 characters, not only whitespace, at most 10 different words; every word
+    /// must prefix a word of the message. Required (its absence is 422 `invalid_query`).
     #[param(value_type = String, required = true, min_length = 1, max_length = 200, pattern = "[^\\t\\n\\v\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]")]
     q: Option<String>,
     /// At most this many results, 1-100 (default 20).
@@ -61,7 +61,7 @@ pub struct SearchParams {
     params(SearchParams),
     responses(
         (status = 200, body = MessageList),
-        (status = 422, description = "`invalid_query` or `invalid_limit`", body = ErrorBody),
+        (status = 422, description = "`invalid_query`, `too_many_terms` (more than 10 different words: letters and digits between separators, repeats counted once) or `invalid_limit`", body = ErrorBody),
     )
 )]
 async fn search(
