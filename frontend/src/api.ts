@@ -15,16 +15,33 @@ export type UserBody = Schemas['UserBody']
 export type ActivityEntry = Omit<Schemas['Entry'], 'detail'> & { detail: Record<string, unknown> }
 export type ActivityList = { items: ActivityEntry[] }
 
-/** An API error: the server's code and message, and the HTTP status. */
+/** An API error: the server's code and message, and the HTTP status; for 429 and 503,
+ * how many seconds to wait (`Retry-After`), which the message then says too. */
 export class ApiError extends Error {
   constructor(
     public readonly status: number,
     public readonly code: string,
     message: string,
+    public readonly retryAfter?: number,
   ) {
-    super(message)
+    super(retryAfter === undefined ? message : `${message} (${waitText(retryAfter)})`)
     this.name = 'ApiError'
   }
+}
+
+/** "try again in 5 s", "... in 15 min": the wait a 429 or 503 asks for. */
+export function waitText(seconds: number): string {
+  if (seconds < 60) return `try again in ${Math.max(1, Math.round(seconds))} s`
+  return `try again in ${Math.ceil(seconds / 60)} min`
+}
+
+/** `Retry-After` in seconds (delta-seconds or an HTTP date), if the answer has one. */
+export function retryAfterSeconds(header: string | null, now = Date.now()): number | undefined {
+  if (!header) return undefined
+  const trimmed = header.trim()
+  if (/^\d+$/.test(trimmed)) return Number(trimmed)
+  const at = Date.parse(trimmed)
+  return Number.isNaN(at) ? undefined : Math.max(0, Math.round((at - now) / 1000))
 }
 
 type Listener = () => void
@@ -64,10 +81,12 @@ async function request<T>(
   if (!response.ok) {
     const error = (json as { error?: { code?: string; message?: string } } | undefined)?.error
     if (response.status === 401) unauthorizedListeners.forEach((l) => l())
+    const waiting = response.status === 429 || response.status === 503
     throw new ApiError(
       response.status,
       error?.code ?? 'http_' + response.status,
       error?.message ?? `The server answered ${response.status}.`,
+      waiting ? retryAfterSeconds(response.headers.get('retry-after')) : undefined,
     )
   }
   return json as T
@@ -79,7 +98,9 @@ export const api = {
     request<UserBody>('POST', '/api/auth/signup', { username, password }),
   login: (username: string, password: string) =>
     request<UserBody>('POST', '/api/auth/login', { username, password }),
-  logout: () => request<void>('POST', '/api/auth/logout', {}),
+  /** `everywhere`: end every session of the user (other browsers and devices too). */
+  logout: (everywhere = false) =>
+    request<void>('POST', '/api/auth/logout', everywhere ? { everywhere } : {}),
   messages: (before?: string | null, limit = 20) => {
     const query = new URLSearchParams({ limit: String(limit) })
     if (before) query.set('before', before)

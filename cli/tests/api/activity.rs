@@ -90,24 +90,19 @@ api_test!(stream_delivers_new_activity_as_it_happens, |b| async move {
     // Subscribed before the post: the entry must arrive (how fast is a benchmark's
     // question; the bound here only keeps a lost entry from hanging the test).
     app.create(&cookie, "live!").await;
-    let mut seen = String::new();
-    while !seen.contains("\n\n") {
-        let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
-            .await
-            .expect("the entry arrives")
-            .expect("stream open")
-            .expect("frame");
-        if let Ok(data) = frame.into_data() {
-            seen.push_str(std::str::from_utf8(&data).unwrap());
-        }
-    }
+    let (id, seen) = next_event_with_id(&mut body, Duration::from_secs(10))
+        .await
+        .expect("the entry arrives");
     assert!(
         seen.starts_with("event: message.created\ndata: {"),
         "{seen}"
     );
+    // Its id: the second entry of the log (after user.registered).
+    assert_eq!(id, Some(2));
     let data: Value =
         serde_json::from_str(seen.lines().find_map(|l| l.strip_prefix("data: ")).unwrap()).unwrap();
     assert_eq!(data["type"], "message.created");
+    assert_eq!(data["id"], 2);
     // Shutdown ends the stream instead of holding the process open.
     app.state.shutdown.cancel();
     let end = tokio::time::timeout(Duration::from_secs(2), async {
@@ -232,24 +227,38 @@ async fn open_stream(app: &App, cookie: &str) -> axum::body::Body {
     response.into_body()
 }
 
-/// The next event of a stream (skipping heartbeats), or `None` if none comes within
-/// `wait`.
+/// The next event of a stream (skipping heartbeats and comments), without its `id:`
+/// line, or `None` if none comes within `wait`.
 async fn next_event(body: &mut axum::body::Body, wait: Duration) -> Option<String> {
+    next_event_with_id(body, wait).await.map(|(_, event)| event)
+}
+
+/// Like [`next_event`], with the event's `id`.
+async fn next_event_with_id(
+    body: &mut axum::body::Body,
+    wait: Duration,
+) -> Option<(Option<u64>, String)> {
     let mut seen = String::new();
     let deadline = tokio::time::Instant::now() + wait;
     loop {
+        if let Some(end) = seen.find("\n\n") {
+            let block = seen[..end].to_owned();
+            seen.drain(..end + 2);
+            let id = block
+                .lines()
+                .find_map(|l| l.strip_prefix("id: "))
+                .map(|id| id.parse().unwrap());
+            let event: Vec<&str> = block.lines().filter(|l| !l.starts_with("id: ")).collect();
+            if event.first().is_some_and(|l| l.starts_with("event:")) {
+                return Some((id, event.join("\n")));
+            }
+            continue;
+        }
         let frame = tokio::time::timeout_at(deadline, body.frame())
             .await
             .ok()??;
         if let Ok(data) = frame.expect("frame").into_data() {
             seen.push_str(std::str::from_utf8(&data).unwrap());
-        }
-        if let Some(end) = seen.find("\n\n") {
-            let event = seen[..end].to_owned();
-            if event.starts_with("event:") {
-                return Some(event);
-            }
-            seen.drain(..end + 2);
         }
     }
 }
@@ -292,3 +301,240 @@ api_test!(a_live_stream_outlives_the_request_timeout, |b| async move {
     assert!(event.starts_with("event: message.created\n"), "{event}");
     app.stop().await;
 });
+
+/// `app`'s stream router with a short heartbeat (the session check runs at each).
+fn quick_streams(app: &App) -> axum::Router {
+    app.state.serve(activity_stream::router_with_heartbeat(
+        app.state.clone(),
+        Duration::from_millis(100),
+    ))
+}
+
+async fn open_on(
+    router: &axum::Router,
+    cookie: &str,
+    last_event_id: Option<u64>,
+) -> axum::response::Response {
+    let mut request = axum::http::Request::builder()
+        .uri("/api/activity/stream")
+        .header("cookie", cookie);
+    if let Some(id) = last_event_id {
+        request = request.header("last-event-id", id.to_string());
+    }
+    router
+        .clone()
+        .oneshot(request.body(axum::body::Body::empty()).unwrap())
+        .await
+        .unwrap()
+}
+
+/// Whether the stream ends (its body finishes) within `wait`.
+async fn ends_within(body: &mut axum::body::Body, wait: Duration) -> bool {
+    tokio::time::timeout(wait, async {
+        while let Some(Ok(_)) = body.frame().await {}
+    })
+    .await
+    .is_ok()
+}
+
+api_test!(
+    a_reconnect_with_last_event_id_resumes_without_a_gap,
+    |b| async move {
+        let app = App::start(b).await;
+        let cookie = app.signup("alice").await;
+        let mut first = open_on(&app.router, &cookie, None).await.into_body();
+        app.create(&cookie, "one").await;
+        let (id, _) = next_event_with_id(&mut first, Duration::from_secs(10))
+            .await
+            .unwrap();
+        // The connection drops; two entries are recorded while the browser is away.
+        drop(first);
+        app.create(&cookie, "two").await;
+        app.create(&cookie, "three").await;
+        let mut again = open_on(&app.router, &cookie, id).await.into_body();
+        let mut texts = Vec::new();
+        let mut ids = Vec::new();
+        for _ in 0..2 {
+            let (id, event) = next_event_with_id(&mut again, Duration::from_secs(10))
+                .await
+                .expect("a missed entry");
+            ids.push(id.unwrap());
+            texts.push(event);
+        }
+        assert_eq!(ids, [id.unwrap() + 1, id.unwrap() + 2], "{texts:?}");
+        // Then live, in order.
+        app.create(&cookie, "four").await;
+        let (next, _) = next_event_with_id(&mut again, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(next, Some(id.unwrap() + 3));
+        app.stop().await;
+    }
+);
+
+api_test!(
+    a_stream_ends_when_its_session_is_logged_out,
+    |b| async move {
+        let app = App::start(b).await;
+        let cookie = app.signup("alice").await;
+        let streams = quick_streams(&app);
+        let mut body = open_on(&streams, &cookie, None).await.into_body();
+        assert!(
+            !ends_within(&mut body, Duration::from_millis(400)).await,
+            "ended early"
+        );
+        app.send(
+            TestRequest::new(Method::POST, "/api/auth/logout")
+                .header("content-type", "application/json")
+                .cookie(Some(&cookie)),
+        )
+        .await;
+        assert!(
+            ends_within(&mut body, Duration::from_secs(3)).await,
+            "the stream outlived its session"
+        );
+        app.stop().await;
+    }
+);
+
+api_test!(a_stream_ends_before_the_platform_timeout, |b| async move {
+    let app = App::start_with(b, |c| c.stream_max_secs = 1).await;
+    let cookie = app.signup("alice").await;
+    let mut body = open_on(&app.router, &cookie, None).await.into_body();
+    let started = std::time::Instant::now();
+    assert!(ends_within(&mut body, Duration::from_secs(5)).await);
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    app.stop().await;
+});
+
+api_test!(
+    streams_are_capped_per_user_and_per_instance,
+    |b| async move {
+        let app = App::start_with(b, |c| {
+            c.streams_per_user = 2;
+            c.streams_per_instance = 3;
+        })
+        .await;
+        let alice = app.signup("alice").await;
+        let bob = app.signup("bob").await;
+        let carol = app.signup("carol").await;
+        let a1 = open_on(&app.router, &alice, None).await;
+        let a2 = open_on(&app.router, &alice, None).await;
+        assert_eq!((a1.status(), a2.status()), (StatusCode::OK, StatusCode::OK));
+        let a3 = open_on(&app.router, &alice, None).await;
+        assert_eq!(a3.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(a3.headers().contains_key("retry-after"));
+        let body: Value =
+            serde_json::from_slice(&a3.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        assert_eq!(body["error"]["code"], "too_many_streams");
+        // Bob takes the instance's last place; Carol finds it full.
+        let b1 = open_on(&app.router, &bob, None).await;
+        assert_eq!(b1.status(), StatusCode::OK);
+        let c1 = open_on(&app.router, &carol, None).await;
+        assert_eq!(c1.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(c1.headers().contains_key("retry-after"));
+        // A closed stream frees its place.
+        drop(a1);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while app.state.live.open_streams() > 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the place was not freed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            open_on(&app.router, &carol, None).await.status(),
+            StatusCode::OK
+        );
+        drop((a2, b1));
+        app.stop().await;
+    }
+);
+
+/// Many streams, one Redis connection: counted on a Redis of the test's own, where no
+/// other test's clients are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_stream_of_a_process_shares_one_redis_subscription() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server (Debian's redis-server package)");
+    let url = format!("redis://127.0.0.1:{port}");
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = loop {
+        if let Ok(conn) = client.get_multiplexed_async_connection().await {
+            break conn;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let app = App::start_with(Backends::Real, |c| {
+        c.redis_url = Some(secrecy::SecretString::from(url.clone()));
+    })
+    .await;
+    let mut streams = Vec::new();
+    for i in 0..10 {
+        let cookie = app.signup(&format!("user{i}")).await;
+        for _ in 0..2 {
+            let res = open_on(&app.router, &cookie, None).await;
+            assert_eq!(res.status(), StatusCode::OK);
+            streams.push(res.into_body());
+        }
+    }
+    let clients: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let subscribers = clients
+        .lines()
+        .filter(|l| !l.contains(" psub=0 ") || !l.contains(" sub=0 "))
+        .count();
+    assert_eq!(
+        subscribers, 1,
+        "20 streams, {subscribers} subscribed connections:\n{clients}"
+    );
+    // And they all still hear their own user's entries.
+    let cookie = app
+        .login("user3", "correct horse")
+        .await
+        .session_cookie()
+        .unwrap();
+    app.create(&cookie, "for user3's streams").await;
+    for body in &mut streams[6..8] {
+        // Its login's entry comes first, then the message's.
+        let mut heard = Vec::new();
+        while let Some(event) = next_event(body, Duration::from_secs(10)).await {
+            let done = event.contains("message.created");
+            heard.push(event);
+            if done {
+                break;
+            }
+        }
+        assert!(
+            heard.iter().any(|e| e.contains("message.created")),
+            "{heard:?}"
+        );
+    }
+    drop(streams);
+    app.stop().await;
+    let _ = server.kill();
+    let _ = server.wait();
+}

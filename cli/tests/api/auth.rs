@@ -538,3 +538,78 @@ async fn a_login_flood_is_answered_503_instead_of_queued() {
     );
     app.stop().await;
 }
+
+api_test!(logging_out_everywhere_ends_every_session, |b| async move {
+    let app = App::start(b).await;
+    app.signup("alice").await;
+    let laptop = app
+        .login("alice", "correct horse")
+        .await
+        .session_cookie()
+        .unwrap();
+    let phone = app
+        .login("alice", "correct horse")
+        .await
+        .session_cookie()
+        .unwrap();
+    let bob = app.signup("bob").await;
+    // An ordinary logout ends only its own session.
+    let other = app
+        .login("alice", "correct horse")
+        .await
+        .session_cookie()
+        .unwrap();
+    app.post("/api/auth/logout", json!({}), Some(&other)).await;
+    assert_eq!(
+        app.get("/api/auth/me", Some(&phone)).await.status,
+        StatusCode::OK
+    );
+    // Everywhere: every session of hers ends; Bob's does not.
+    let res = app
+        .post(
+            "/api/auth/logout",
+            json!({"everywhere": true}),
+            Some(&laptop),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::NO_CONTENT);
+    for cookie in [&laptop, &phone] {
+        assert_eq!(
+            app.get("/api/auth/me", Some(cookie)).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        app.get("/api/auth/me", Some(&bob)).await.status,
+        StatusCode::OK
+    );
+    // `everywhere` must be a boolean.
+    let res = app
+        .post("/api/auth/logout", json!({"everywhere": "yes"}), Some(&bob))
+        .await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST);
+    app.stop().await;
+});
+
+api_test!(
+    a_session_ends_at_its_absolute_lifetime_however_active,
+    |b| async move {
+        let app = App::start_with(b, |c| c.session_max_age_secs = 2).await;
+        let cookie = app.signup("alice").await;
+        // Used every half second, it would slide forever; the absolute lifetime ends it.
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_millis(1500) {
+            assert_eq!(
+                app.get("/api/auth/me", Some(&cookie)).await.status,
+                StatusCode::OK
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert_eq!(
+            app.get("/api/auth/me", Some(&cookie)).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+        app.stop().await;
+    }
+);

@@ -180,6 +180,15 @@ async fn stream_sends_heartbeat_comments() {
         .unwrap();
     let mut body = router.oneshot(request).await.unwrap().into_body();
     let started = std::time::Instant::now();
+    // First what a browser needs to reconnect well: how soon.
+    let hello = tokio::time::timeout(Duration::from_secs(2), body.frame())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+        .into_data()
+        .unwrap();
+    assert_eq!(&hello[..], b"retry: 2000\n: connected\n\n");
     for _ in 0..2 {
         let frame = tokio::time::timeout(Duration::from_secs(2), body.frame())
             .await

@@ -106,9 +106,17 @@ api_test!(search_validates_query_and_limit, |b| async move {
         assert_eq!(res.status, StatusCode::OK, "{query}: {}", res.json());
     }
     let res = app
-        .get("/api/messages/search?q=a+b+c+d+e+f+g+h+i+j+k", Some(&cookie))
+        .get(
+            "/api/messages/search?q=a+b+c+d+e+f+g+h+i+j+k",
+            Some(&cookie),
+        )
         .await;
-    assert!(res.json()["error"]["message"].as_str().unwrap().contains("at most 10"));
+    assert!(
+        res.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 10")
+    );
     let ok = app
         .get(
             &format!("/api/messages/search?q={}", "a".repeat(200)),

@@ -15,8 +15,9 @@ use async_trait::async_trait;
 use futures_util::{Stream, StreamExt};
 use tokio::sync::{OnceCell, broadcast};
 
-/// A stream of messages published on one channel.
-pub type Subscription = Pin<Box<dyn Stream<Item = String> + Send>>;
+/// A stream of `(channel, message)` published on channels under one prefix; the channel
+/// is given without the deployment prefix.
+pub type Subscription = Pin<Box<dyn Stream<Item = (String, String)> + Send>>;
 
 /// Redis-shaped primitives. Every method is one atomic step.
 #[async_trait]
@@ -53,8 +54,12 @@ pub trait Kv: Send + Sync + 'static {
     async fn list_front(&self, key: &str, count: usize) -> anyhow::Result<Vec<String>>;
     /// Publishes `message` to every current subscriber of `channel`.
     async fn publish(&self, channel: &str, message: &str) -> anyhow::Result<()>;
-    /// Subscribes to `channel`; only messages published after this returns arrive.
-    async fn subscribe(&self, channel: &str) -> anyhow::Result<Subscription>;
+    /// Subscribes to every channel whose name starts with `prefix` (Redis `PSUBSCRIBE
+    /// prefix*`), on one connection however many channels there are; only messages
+    /// published after this returns arrive. The stream ends when the connection is lost.
+    async fn subscribe_prefix(&self, prefix: &str) -> anyhow::Result<Subscription>;
+    /// Increments the counter at `key` (created at 0, never expiring) and returns it.
+    async fn incr(&self, key: &str) -> anyhow::Result<u64>;
 }
 
 /// One counter of [`Kv::incr_windows`].
@@ -349,8 +354,8 @@ impl Kv for RedisKv {
         Ok(())
     }
 
-    async fn subscribe(&self, channel: &str) -> anyhow::Result<Subscription> {
-        let _span = command_span("SUBSCRIBE");
+    async fn subscribe_prefix(&self, prefix: &str) -> anyhow::Result<Subscription> {
+        let _span = command_span("PSUBSCRIBE");
         // Pub/sub needs a connection of its own; it lives as long as the stream.
         let mut pubsub = tokio::time::timeout(self.timeout, self.client.get_async_pubsub())
             .await
@@ -359,11 +364,32 @@ impl Kv for RedisKv {
             })?
             .map_err(outage)
             .context("connecting to Redis for pub/sub")?;
-        pubsub.subscribe(self.key(channel)).await.map_err(outage)?;
-        let stream = pubsub
-            .into_on_message()
-            .filter_map(|msg| async move { msg.get_payload::<String>().ok() });
+        // `*`, `?` and `[` in the prefix would be pattern syntax: escaped.
+        let mut pattern = String::new();
+        for c in self.key(prefix).chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        pattern.push('*');
+        pubsub.psubscribe(pattern).await.map_err(outage)?;
+        let strip = self.prefix.len();
+        let stream = pubsub.into_on_message().filter_map(move |msg| async move {
+            let channel = msg.get_channel_name().get(strip..)?.to_owned();
+            Some((channel, msg.get_payload::<String>().ok()?))
+        });
         Ok(Box::pin(stream))
+    }
+
+    async fn incr(&self, key: &str) -> anyhow::Result<u64> {
+        let _span = command_span("INCR");
+        let mut conn = self.conn().await?;
+        redis::cmd("INCR")
+            .arg(self.key(key))
+            .query_async(&mut conn)
+            .await
+            .map_err(outage)
     }
 }
 
@@ -384,11 +410,21 @@ impl Entry {
     }
 }
 
-#[derive(Default)]
 struct MemoryInner {
     entries: HashMap<String, Entry>,
-    channels: HashMap<String, broadcast::Sender<String>>,
+    /// Every publish, `(channel, message)`; subscribers filter by prefix.
+    published: broadcast::Sender<(String, String)>,
     writes_since_sweep: usize,
+}
+
+impl Default for MemoryInner {
+    fn default() -> Self {
+        Self {
+            entries: HashMap::new(),
+            published: broadcast::channel(1024).0,
+            writes_since_sweep: 0,
+        }
+    }
 }
 
 impl MemoryInner {
@@ -405,7 +441,6 @@ impl MemoryInner {
         if self.writes_since_sweep >= 10_000 {
             self.writes_since_sweep = 0;
             self.entries.retain(|_, e| e.live(now));
-            self.channels.retain(|_, tx| tx.receiver_count() > 0);
         }
     }
 }
@@ -565,25 +600,46 @@ impl Kv for MemoryKv {
     }
 
     async fn publish(&self, channel: &str, message: &str) -> anyhow::Result<()> {
-        if let Some(tx) = self.lock().channels.get(channel) {
-            // No receivers is fine: like Redis, a message nobody listens to is dropped.
-            let _ = tx.send(message.to_owned());
-        }
+        // No receivers is fine: like Redis, a message nobody listens to is dropped.
+        let _ = self
+            .lock()
+            .published
+            .send((channel.to_owned(), message.to_owned()));
         Ok(())
     }
 
-    async fn subscribe(&self, channel: &str) -> anyhow::Result<Subscription> {
-        let rx = self
-            .lock()
-            .channels
-            .entry(channel.to_owned())
-            .or_insert_with(|| broadcast::channel(256).0)
-            .subscribe();
-        // A subscriber that falls more than 256 messages behind skips the gap, as a slow
+    async fn subscribe_prefix(&self, prefix: &str) -> anyhow::Result<Subscription> {
+        let rx = self.lock().published.subscribe();
+        let prefix = prefix.to_owned();
+        // A subscriber that falls more than 1024 messages behind skips the gap, as a slow
         // Redis subscriber would be disconnected.
-        let stream = tokio_stream::wrappers::BroadcastStream::new(rx)
-            .filter_map(|item| async move { item.ok() });
+        let stream = tokio_stream::wrappers::BroadcastStream::new(rx).filter_map(move |item| {
+            let keep = item
+                .ok()
+                .filter(|(channel, _)| channel.starts_with(&prefix));
+            async move { keep }
+        });
         Ok(Box::pin(stream))
+    }
+
+    async fn incr(&self, key: &str) -> anyhow::Result<u64> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        inner.note_write(now);
+        let entry = match inner.live_entry(key, now) {
+            Some(entry) => entry,
+            None => inner.entries.entry(key.to_owned()).or_insert(Entry {
+                value: Value::Counter(0),
+                expires_at: None,
+            }),
+        };
+        match &mut entry.value {
+            Value::Counter(n) => {
+                *n += 1;
+                Ok(*n)
+            }
+            _ => anyhow::bail!("key {key} does not hold a counter"),
+        }
     }
 }
 

@@ -43,7 +43,7 @@ async fn purge(prefix: &str) {
 }
 
 /// The next message of a subscription, within 5 s.
-async fn next(subscription: &mut missive_adapters::kv::Subscription) -> Option<String> {
+async fn next(subscription: &mut missive_adapters::kv::Subscription) -> Option<(String, String)> {
     tokio::time::timeout(Duration::from_secs(5), subscription.next())
         .await
         .expect("a message within 5 s")
@@ -175,20 +175,36 @@ both!(
 );
 
 both!(
-    subscribers_get_what_is_published_after_they_subscribed,
+    subscribers_get_what_is_published_under_their_prefix_after_they_subscribed,
     |kv: Arc<dyn Kv>| async move {
-        kv.publish("chan", "too early").await.unwrap();
-        let mut one = kv.subscribe("chan").await.unwrap();
-        let mut other = kv.subscribe("other").await.unwrap();
-        kv.publish("chan", "hello").await.unwrap();
-        kv.publish("chan", "world").await.unwrap();
-        assert_eq!(next(&mut one).await.as_deref(), Some("hello"));
-        assert_eq!(next(&mut one).await.as_deref(), Some("world"));
-        // Another channel hears nothing of it.
+        kv.publish("chan:a", "too early").await.unwrap();
+        let mut chans = kv.subscribe_prefix("chan:").await.unwrap();
+        let mut other = kv.subscribe_prefix("other:").await.unwrap();
+        kv.publish("chan:a", "hello").await.unwrap();
+        kv.publish("chan:b", "world").await.unwrap();
+        kv.publish("elsewhere", "not for us").await.unwrap();
+        // One subscription, every channel under the prefix, named without the key prefix.
+        let pair = |c: &str, m: &str| Some((c.to_owned(), m.to_owned()));
+        assert_eq!(next(&mut chans).await, pair("chan:a", "hello"));
+        assert_eq!(next(&mut chans).await, pair("chan:b", "world"));
+        // Another prefix hears nothing of it.
         assert!(
             tokio::time::timeout(Duration::from_millis(300), other.next())
                 .await
                 .is_err()
         );
+        // Pattern characters in a prefix are plain text.
+        let mut star = kv.subscribe_prefix("a*").await.unwrap();
+        kv.publish("ab", "not a*").await.unwrap();
+        kv.publish("a*b", "a*").await.unwrap();
+        assert_eq!(next(&mut star).await, pair("a*b", "a*"));
+    }
+);
+
+both!(
+    plain_counters_count_and_never_expire,
+    |kv: Arc<dyn Kv>| async move {
+        assert_eq!(kv.incr("seq").await.unwrap(), 1);
+        assert_eq!(kv.incr("seq").await.unwrap(), 2);
     }
 );

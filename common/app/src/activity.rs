@@ -1,11 +1,15 @@
-//! The per-user activity log (the "real-time log"): the last 100 entries in a list, and a
-//! channel that live streams subscribe to. Written only by the `activity-record` event
-//! function ([`record_event`]); read by `activity-list` and `activity-stream`.
+//! The per-user activity log (the "real-time log"): the last 100 entries in a list, each
+//! with a per-user sequence number (its SSE `id`), and a channel that live streams
+//! follow through one subscription per process ([`live`]). Written only by the
+//! `activity-record` event function ([`record_event`]); read by `activity-list` and
+//! `activity-stream`.
+
+pub mod live;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use missive_adapters::kv::{Kv, Subscription};
+use missive_adapters::kv::Kv;
 use missive_core::domain::Username;
 use missive_core::event::{AttributesReader as _, CloudEvent, EventExt as _, EventKind};
 use missive_core::time::{now_millis, rfc3339_millis};
@@ -14,6 +18,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::AppState;
+
+/// Channels (and list keys) of the activity logs: `activity:<username>`.
+pub const CHANNEL_PREFIX: &str = "activity:";
 
 /// Entries kept per user.
 pub const MAX_ENTRIES: usize = 100;
@@ -41,6 +48,10 @@ pub struct ActivityList {
 /// One activity entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Entry {
+    /// Sequence number within the user's log, from 1 (0: recorded before numbering).
+    /// A live stream's `id:`; reconnecting with `Last-Event-ID` resumes after it.
+    #[serde(default)]
+    pub id: u64,
     /// `user.registered`, `user.logged_in`, `user.logged_out`, `message.created` or
     /// `message.deleted`.
     #[serde(rename = "type")]
@@ -73,8 +84,9 @@ impl ActivityLog {
         Self { kv }
     }
 
-    fn list_key(user: &Username) -> String {
-        format!("activity:{user}")
+    /// The list of `user`'s entries, also the channel they are published on.
+    pub fn list_key(user: &Username) -> String {
+        format!("{CHANNEL_PREFIX}{user}")
     }
 
     /// Appends the entry for `event` once per `source`+`id`, and publishes it live.
@@ -88,9 +100,13 @@ impl ActivityLog {
         if !self.kv.set_nx_ex(&dedup_key, "1", DEDUP_WINDOW).await? {
             return Ok(Recorded::Duplicate);
         }
-        let json = serde_json::to_string(entry)?;
         let key = Self::list_key(user);
         let appended = async {
+            let entry = Entry {
+                id: self.kv.incr(&format!("activity_seq:{user}")).await?,
+                ..entry.clone()
+            };
+            let json = serde_json::to_string(&entry)?;
             self.kv.push_front_capped(&key, &json, MAX_ENTRIES).await?;
             self.kv.publish(&key, &json).await
         }
@@ -115,9 +131,21 @@ impl ActivityLog {
             .collect()
     }
 
-    /// Entries recorded from now on, as JSON.
-    pub async fn subscribe(&self, user: &Username) -> anyhow::Result<Subscription> {
-        self.kv.subscribe(&Self::list_key(user)).await
+    /// The newest entry's id (0 for an empty log).
+    pub async fn newest_id(&self, user: &Username) -> anyhow::Result<u64> {
+        Ok(self
+            .list(user, 1)
+            .await?
+            .first()
+            .map_or(0, |entry| entry.id))
+    }
+
+    /// The entries after `id`, oldest first (at most the [`MAX_ENTRIES`] kept).
+    pub async fn since(&self, user: &Username, id: u64) -> anyhow::Result<Vec<Entry>> {
+        let mut entries = self.list(user, MAX_ENTRIES).await?;
+        entries.retain(|entry| entry.id > id);
+        entries.reverse();
+        Ok(entries)
     }
 }
 
@@ -135,6 +163,7 @@ pub async fn record_event(state: &AppState, event: &CloudEvent) -> Result<(), Ap
         .and_then(|s| Username::parse(s).ok())
         .ok_or_else(|| ApiError::InvalidEvent("subject must be a username".into()))?;
     let entry = Entry {
+        id: 0,
         kind: kind.name().to_owned(),
         at: event.time().map_or_else(
             || rfc3339_millis(now_millis()),

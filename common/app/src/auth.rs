@@ -293,17 +293,23 @@ async fn failed(state: &AppState) -> ApiError {
     }
 }
 
-/// Ends `session` server-side, if it is a live one, with its `user.logged_out` event.
-/// Ending no session (or an unknown one) is not an error.
+/// Ends `session` server-side, if it is a live one, with its `user.logged_out` event;
+/// with `everywhere`, every session of its user (other browsers and devices too). Ending
+/// no session (or an unknown one) is not an error.
 pub async fn logout(
     state: &AppState,
     function: &str,
     session: Option<SessionId>,
+    everywhere: bool,
 ) -> Result<(), ApiError> {
     if let Some(id) = session
         && let Some(user) = state.sessions.get(&id).await?
     {
         state.sessions.delete(&id).await?;
+        if everywhere {
+            let ended = state.sessions.delete_all(user.id).await?;
+            tracing::info!(sessions = ended, "logged out everywhere");
+        }
         let entry = state
             .db
             .outbox_alone(user_event(

@@ -44,6 +44,11 @@ pub struct Config {
     #[arg(long, env = "SESSION_TTL", default_value_t = 7 * 24 * 3600)]
     pub session_ttl_secs: u64,
 
+    /// Absolute session lifetime in seconds: however active, a session ends this long
+    /// after its login.
+    #[arg(long, env = "SESSION_MAX_AGE", default_value_t = 30 * 24 * 3600)]
+    pub session_max_age_secs: u64,
+
     /// Serving over HTTPS: the session cookie is `__Host-missive_session` with `Secure`,
     /// and responses carry `Strict-Transport-Security`.
     #[arg(long, env = "COOKIE_SECURE", default_value_t = false, action = clap::ArgAction::Set)]
@@ -124,6 +129,20 @@ pub struct Config {
     #[arg(long, env = "SIGNUPS_PER_CLIENT_PER_HOUR", default_value_t = 20)]
     pub signups_per_client_per_hour: u64,
 
+    /// Live activity streams one user may hold open on one instance; more get 429.
+    #[arg(long, env = "STREAMS_PER_USER", default_value_t = 5)]
+    pub streams_per_user: usize,
+
+    /// Live activity streams one instance serves; more get 503.
+    #[arg(long, env = "STREAMS_PER_INSTANCE", default_value_t = 1000)]
+    pub streams_per_instance: usize,
+
+    /// A live stream ends after this many seconds (the browser reconnects and resumes
+    /// where it was): keep it under the platform's request timeout (the Knative
+    /// Service's `timeoutSeconds`, 600 for activity-stream).
+    #[arg(long, env = "STREAM_MAX_SECS", default_value_t = 540)]
+    pub stream_max_secs: u64,
+
     /// Who may deliver events to event functions (`EVENT_AUTH`, `OIDC_*`).
     #[command(flatten)]
     pub sender_identity: crate::sender_identity::Settings,
@@ -143,6 +162,11 @@ impl Config {
     /// Session lifetime.
     pub fn session_ttl(&self) -> Duration {
         Duration::from_secs(self.session_ttl_secs)
+    }
+
+    /// Absolute session lifetime.
+    pub fn session_max_age(&self) -> Duration {
+        Duration::from_secs(self.session_max_age_secs)
     }
 
     /// See [`Config::backend_timeout_ms`].

@@ -11,6 +11,7 @@ use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
 use crate::activity::ActivityLog;
+use crate::activity::live::{Caps, Live};
 use crate::auth::Sessions;
 use crate::config::Config;
 use crate::messages::MessageStore;
@@ -28,6 +29,8 @@ pub struct AppState {
     pub sessions: Sessions,
     /// The activity log (on `kv`).
     pub activity: ActivityLog,
+    /// Live activity: one subscription per process, fanned out to its streams.
+    pub live: Live,
     /// The messages (on `db`).
     pub messages: MessageStore,
     /// The event transport (Kafka, a Knative sink, or the in-process bus).
@@ -88,8 +91,16 @@ impl AppState {
         )?;
         Ok(Self {
             outbox: Outbox::new(db.clone(), transport.clone()),
-            sessions: Sessions::new(kv.clone(), config.session_ttl()),
+            sessions: Sessions::new(kv.clone(), config.session_ttl(), config.session_max_age()),
             activity: ActivityLog::new(kv.clone()),
+            live: Live::new(
+                kv.clone(),
+                Caps {
+                    per_user: config.streams_per_user,
+                    per_instance: config.streams_per_instance,
+                },
+                config.backend_timeout(),
+            ),
             messages: MessageStore::new(db.clone()),
             config: Arc::new(config),
             db,

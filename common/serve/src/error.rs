@@ -77,6 +77,17 @@ pub enum ApiError {
         /// Time until the next attempt is allowed.
         retry_after: Duration,
     },
+    /// 429: a per-client or per-account limit other than failed logins; `code` says
+    /// which, `Retry-After` when to try again.
+    #[error("{message}")]
+    TooManyRequests {
+        /// Snake-case code, e.g. `too_many_streams`.
+        code: &'static str,
+        /// Explanation for humans.
+        message: String,
+        /// When to try again.
+        retry_after: Duration,
+    },
     /// 503: this instance is at a capacity limit (password hashing, live streams);
     /// `Retry-After` says when to try again. Not a backend fault: nothing is logged
     /// above debug, so a flood does not flood the log too.
@@ -145,7 +156,9 @@ impl ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManyAttempts { .. } | Self::TooManyRequests { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::Timeout | Self::Unavailable { .. } | Self::Overloaded { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -170,6 +183,7 @@ impl ApiError {
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Validation { code, .. } => code,
             Self::TooManyAttempts { .. } => "too_many_attempts",
+            Self::TooManyRequests { code, .. } => code,
             Self::Overloaded { .. } => "overloaded",
             Self::Timeout => "timeout",
             Self::Unavailable { .. } => "unavailable",
@@ -236,9 +250,9 @@ impl IntoResponse for ApiError {
         };
         let mut response = error_response(status, self.code(), &message);
         let retry_after = match self {
-            Self::TooManyAttempts { retry_after } | Self::Overloaded { retry_after, .. } => {
-                Some(retry_after)
-            }
+            Self::TooManyAttempts { retry_after }
+            | Self::TooManyRequests { retry_after, .. }
+            | Self::Overloaded { retry_after, .. } => Some(retry_after),
             Self::Unavailable { .. } => Some(UNAVAILABLE_RETRY_AFTER),
             _ => None,
         };

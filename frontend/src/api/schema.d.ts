@@ -66,7 +66,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** End the session. */
+        /** End the session (or every session of the user). */
         post: operations["logout"];
         delete?: never;
         options?: never;
@@ -186,6 +186,12 @@ export interface components {
         /** @description One activity entry. */
         Entry: {
             /**
+             * Format: int64
+             * @description Sequence number within the user's log, from 1 (0: recorded before numbering).
+             *     A live stream's `id:`; reconnecting with `Last-Event-ID` resumes after it.
+             */
+            id?: number;
+            /**
              * @description `user.registered`, `user.logged_in`, `user.logged_out`, `message.created` or
              *     `message.deleted`.
              */
@@ -206,6 +212,11 @@ export interface components {
             code: string;
             /** @description Explanation for humans. */
             message: string;
+        };
+        /** @description `POST /api/auth/logout`'s optional body. */
+        LogoutBody: {
+            /** @description End every session of the user, not only this one. */
+            everywhere?: boolean;
         };
         /** @description A message as the API returns it. */
         Message: {
@@ -368,13 +379,16 @@ export interface operations {
     stream: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description The `id` of the last entry received: the stream starts with the entries after it */
+                "Last-Event-ID"?: string | null;
+            };
             path?: never;
             cookie?: never;
         };
         requestBody?: never;
         responses: {
-            /** @description `text/event-stream`: `event: <type>`, `data: <entry>` */
+            /** @description `text/event-stream`: `id: <n>`, `event: <type>`, `data: <entry>`; ends when the session does, after `STREAM_MAX_SECS`, or at shutdown (reconnect with `Last-Event-ID`) */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -384,6 +398,15 @@ export interface operations {
                 };
             };
             401: components["responses"]["Unauthenticated"];
+            /** @description `too_many_streams`: this user has `STREAMS_PER_USER` streams open; see `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             500: components["responses"]["Internal"];
             503: components["responses"]["Unavailable"];
         };
@@ -443,10 +466,10 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        /** @description `{}` (or no body at all). Like every state-changing request it must say `Content-Type: application/json`, which a cross-site form cannot. */
+        /** @description `{}` (or no body at all), or `{"everywhere": true}` to end every session of the user. Like every state-changing request it must say `Content-Type: application/json`, which a cross-site form cannot. */
         requestBody: {
             content: {
-                "application/json": Record<string, never>;
+                "application/json": components["schemas"]["LogoutBody"];
             };
         };
         responses: {

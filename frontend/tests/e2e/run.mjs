@@ -215,7 +215,7 @@ try {
   })
 
   await test('log out, a taken username is refused, a second user sees nothing of the first', async () => {
-    await page.getByRole('button', { name: 'Log out' }).click()
+    await page.getByRole('button', { name: 'Log out', exact: true }).click()
     await page.getByRole('heading', { name: 'Log in' }).waitFor()
     await signup('alice', 'another-password')
     await page.getByRole('alert').filter({ hasText: /taken/ }).waitFor()
@@ -231,7 +231,7 @@ try {
   })
 
   await test('log back in as the first user', async () => {
-    await page.getByRole('button', { name: 'Log out' }).click()
+    await page.getByRole('button', { name: 'Log out', exact: true }).click()
     await page.getByLabel('Username', { exact: true }).fill('alice')
     await page.getByLabel('Password', { exact: true }).fill('alice-password')
     await page.getByRole('button', { name: 'Log in' }).click()
@@ -291,9 +291,36 @@ try {
     assert(spans().some((s) => s.name === 'documentLoad'), 'document load is traced')
   })
 
+  await test('log out everywhere ends the session in another browser too', async () => {
+    const other = await browser.newContext()
+    const elsewhere = await other.newPage()
+    await elsewhere.goto(url + '/')
+    await elsewhere.getByLabel('Username', { exact: true }).fill('alice')
+    await elsewhere.getByLabel('Password', { exact: true }).fill('alice-password')
+    await elsewhere.getByRole('button', { name: 'Log in' }).click()
+    await elsewhere.getByTestId('username').waitFor()
+    await page.getByRole('button', { name: 'Log out everywhere' }).click()
+    await page.getByRole('heading', { name: 'Log in' }).waitFor()
+    // The other browser's next request finds its session gone.
+    await elsewhere.getByLabel('Message', { exact: true }).fill('still here?')
+    await elsewhere.getByTestId('send').click()
+    await elsewhere.getByRole('heading', { name: 'Log in' }).waitFor()
+    await other.close()
+  })
+
+  await test('too many failed logins say how long to wait', async () => {
+    for (let i = 0; i < 6; i++) {
+      await page.getByLabel('Username', { exact: true }).fill('alice')
+      await page.getByLabel('Password', { exact: true }).fill(`wrong password ${i}`)
+      await page.getByRole('button', { name: 'Log in' }).click()
+      await page.getByTestId('auth-error').waitFor()
+    }
+    await page.getByTestId('auth-error').filter({ hasText: /try again in \d+ min/ }).waitFor()
+  })
+
   await test('no errors in the browser console', async () => {
     // 4xx answers the tests provoke on purpose are logged by Chromium as failed loads.
-    const unexpected = consoleErrors.filter((e) => !/status of (401|409|422)/.test(e))
+    const unexpected = consoleErrors.filter((e) => !/status of (401|409|422|429)/.test(e))
     assert(unexpected.length === 0, unexpected.join('\n'))
   })
 } finally {

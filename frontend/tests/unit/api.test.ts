@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it, vi } from 'vitest'
-import { api, ApiError, onUnauthorized } from '../../src/api'
+import { api, ApiError, onUnauthorized, retryAfterSeconds, waitText } from '../../src/api'
 
 function answer(status: number, body?: unknown) {
   return vi.fn(async () =>
@@ -13,6 +13,36 @@ function answer(status: number, body?: unknown) {
 afterEach(() => vi.unstubAllGlobals())
 
 describe('api', () => {
+  it('says how long to wait after a 429 or 503', async () => {
+    vi.stubGlobal('fetch', vi.fn(async () =>
+      new Response(JSON.stringify({ error: { code: 'too_many_attempts', message: 'too many failed attempts; try again later' } }), {
+        status: 429,
+        headers: { 'content-type': 'application/json', 'retry-after': '840' },
+      })))
+    const error = await api.login('alice', 'password1').catch((e) => e)
+    expect(error.retryAfter).toBe(840)
+    expect(error.message).toBe('too many failed attempts; try again later (try again in 14 min)')
+    vi.stubGlobal('fetch', vi.fn(async () =>
+      new Response(JSON.stringify({ error: { code: 'overloaded', message: 'password checking is busy; try again shortly' } }), {
+        status: 503,
+        headers: { 'retry-after': '1' },
+      })))
+    const busy = await api.login('alice', 'password1').catch((e) => e)
+    expect(busy.message).toBe('password checking is busy; try again shortly (try again in 1 s)')
+    expect(waitText(59)).toBe('try again in 59 s')
+    expect(retryAfterSeconds(null)).toBeUndefined()
+    expect(retryAfterSeconds('Wed, 02 Dec 2026 12:00:30 GMT', Date.parse('2026-12-02T12:00:00Z'))).toBe(30)
+  })
+
+  it('logs out here or everywhere', async () => {
+    const fetch = vi.fn(async () => new Response(null, { status: 204 }))
+    vi.stubGlobal('fetch', fetch)
+    await api.logout()
+    await api.logout(true)
+    const bodies = fetch.mock.calls.map((call) => (call as unknown[])[1] as RequestInit).map((init) => init.body)
+    expect(bodies).toEqual(['{}', '{"everywhere":true}'])
+  })
+
   it('surfaces the server error code and message', async () => {
     vi.stubGlobal('fetch', answer(409, { error: { code: 'username_taken', message: 'this username is taken' } }))
     const error = await api.signup('alice', 'password1').catch((e) => e)

@@ -1,6 +1,7 @@
 //! `auth-logout`: `POST /api/auth/logout` ends the session server-side and clears the
-//! cookie. Idempotent: without a (valid) session it still answers 204. The body, if
-//! any, must be a JSON object (`{}`); it carries nothing.
+//! cookie; with `{"everywhere": true}`, every session of the user (other browsers and
+//! devices too). Idempotent: without a (valid) session it still answers 204. The body,
+//! if any, must be a JSON object.
 //!
 //! Writes: deletes the session from the key-value store. Emits
 //! `io.missive.user.logged_out.v1` when a session was ended.
@@ -38,14 +39,23 @@ pub fn router(state: AppState) -> Router {
 
 /// OpenAPI of this function.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(logout))]
+#[openapi(paths(logout), components(schemas(LogoutBody)))]
 pub struct ApiDoc;
 
-/// End the session.
+/// `POST /api/auth/logout`'s optional body.
+#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
+pub struct LogoutBody {
+    /// End every session of the user, not only this one.
+    #[serde(default)]
+    pub everywhere: bool,
+}
+
+/// End the session (or every session of the user).
 #[utoipa::path(
     post, path = "/api/auth/logout", tag = "auth",
-    request_body(content = Object, content_type = "application/json",
-        description = "`{}` (or no body at all). Like every state-changing request it must say \
+    request_body(content = LogoutBody, content_type = "application/json",
+        description = "`{}` (or no body at all), or `{\"everywhere\": true}` to end every session \
+            of the user. Like every state-changing request it must say \
             `Content-Type: application/json`, which a cross-site form cannot."),
     responses(
         (status = 204, description = "Logged out (also without a session); clears the cookie"),
@@ -56,13 +66,17 @@ async fn logout(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
-    // Nothing in the body is used, but what is sent must be what the document says.
-    if !body.is_empty() {
-        serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&body).map_err(
-            |err| ApiError::InvalidJson(format!("the body must be a JSON object: {err}")),
-        )?;
-    }
-    auth::logout(&state, NAME, session_id(&state, &headers)).await?;
+    // What is sent must be what the document says: an object, `everywhere` a boolean.
+    let body: LogoutBody = if body.is_empty() {
+        LogoutBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|err| {
+            ApiError::InvalidJson(format!(
+                "the body must be a JSON object, with `everywhere` true or false: {err}"
+            ))
+        })?
+    };
+    auth::logout(&state, NAME, session_id(&state, &headers), body.everywhere).await?;
     Ok((
         StatusCode::NO_CONTENT,
         [(header::SET_COOKIE, clear_session_cookie(&state))],

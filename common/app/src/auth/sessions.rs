@@ -1,4 +1,7 @@
-//! Server-side sessions in the key-value store, with sliding expiry.
+//! Server-side sessions in the key-value store, with sliding expiry and an absolute
+//! lifetime: use keeps a session alive for `SESSION_TTL` more, but never past
+//! `SESSION_MAX_AGE` after login. Each user's sessions are also listed (newest
+//! [`MAX_LISTED_SESSIONS`]) so that "log out everywhere" can end them all.
 //!
 //! The cookie carries a random [`SessionId`]; the store keys the session by a hash of it,
 //! so neither a Redis dump nor a key name in a trace or log reveals a usable session.
@@ -28,19 +31,32 @@ pub struct CurrentUser {
 struct Stored {
     uid: i64,
     name: String,
+    /// Absolute end, Unix milliseconds (absent in sessions stored before it existed:
+    /// they end by their sliding TTL alone).
+    #[serde(default)]
+    exp: Option<i64>,
 }
+
+/// Sessions listed per user for "log out everywhere"; older ones still end by their
+/// lifetime.
+pub const MAX_LISTED_SESSIONS: usize = 500;
 
 /// The session store.
 #[derive(Clone)]
 pub struct Sessions {
     kv: Arc<dyn Kv>,
     ttl: Duration,
+    max_age: Duration,
 }
 
 impl Sessions {
-    /// Sessions that live `ttl` after their last use.
-    pub fn new(kv: Arc<dyn Kv>, ttl: Duration) -> Self {
-        Self { kv, ttl }
+    /// Sessions that live `ttl` after their last use, and at most `max_age` in all.
+    pub fn new(kv: Arc<dyn Kv>, ttl: Duration, max_age: Duration) -> Self {
+        Self { kv, ttl, max_age }
+    }
+
+    fn index_key(user: UserId) -> String {
+        format!("user_sessions:{}", user.0)
     }
 
     /// Session lifetime (also the cookie's `Max-Age`).
@@ -63,11 +79,42 @@ impl Sessions {
 
     /// Starts session `id` (a fresh [`SessionId::generate`]) for `user`.
     pub async fn store(&self, id: &SessionId, user: &CurrentUser) -> anyhow::Result<()> {
+        let max_age_ms = i64::try_from(self.max_age.as_millis()).unwrap_or(i64::MAX);
         let stored = serde_json::to_string(&Stored {
             uid: user.id.0,
             name: user.username.as_str().to_owned(),
+            exp: Some(missive_core::time::now_millis().saturating_add(max_age_ms)),
         })?;
-        self.kv.set_ex(&Self::key(id), &stored, self.ttl).await
+        let key = Self::key(id);
+        self.kv
+            .set_ex(&key, &stored, self.ttl.min(self.max_age))
+            .await?;
+        self.kv
+            .push_front_capped(&Self::index_key(user.id), &key, MAX_LISTED_SESSIONS)
+            .await
+    }
+
+    /// Whether the session is still live, without sliding it (a long-lived stream checks
+    /// this; it must not keep a session alive by itself).
+    pub async fn is_live(&self, id: &SessionId) -> anyhow::Result<bool> {
+        let Some((raw, _)) = self.kv.get_with_ttl(&Self::key(id)).await? else {
+            return Ok(false);
+        };
+        let stored: Stored = serde_json::from_str(&raw)?;
+        Ok(stored
+            .exp
+            .is_none_or(|exp| missive_core::time::now_millis() < exp))
+    }
+
+    /// Ends every session of `user` ("log out everywhere").
+    pub async fn delete_all(&self, user: UserId) -> anyhow::Result<usize> {
+        let index = Self::index_key(user);
+        let keys = self.kv.list_front(&index, MAX_LISTED_SESSIONS).await?;
+        for key in &keys {
+            self.kv.del(key).await?;
+        }
+        self.kv.del(&index).await?;
+        Ok(keys.len())
     }
 
     /// The session's user, sliding its expiry forward; `None` if unknown or expired.
@@ -78,6 +125,14 @@ impl Sessions {
             return Ok(None);
         };
         let stored: Stored = serde_json::from_str(&raw)?;
+        if stored
+            .exp
+            .is_some_and(|exp| missive_core::time::now_millis() >= exp)
+        {
+            // Past its absolute lifetime, however recently it was used.
+            self.kv.del(&Self::key(id)).await?;
+            return Ok(None);
+        }
         Ok(Some(CurrentUser {
             id: UserId(stored.uid),
             username: Username::parse(&stored.name)
