@@ -222,6 +222,7 @@ async fn dev(mut config: Config, mut dispatch: DispatchArgs) -> anyhow::Result<(
             shutdown: state.shutdown.clone(),
             grace: state.config.shutdown_grace(),
             on_stop: None,
+            connections: state.config.connection_limits(),
         };
         async move {
             if let Err(err) = missive_serve::serve_until(serving).await {
@@ -235,6 +236,7 @@ async fn dev(mut config: Config, mut dispatch: DispatchArgs) -> anyhow::Result<(
         shutdown: state.shutdown.clone(),
         grace: state.config.shutdown_grace(),
         on_stop: Some(Box::pin(async move { db.close().await })),
+        connections: state.config.connection_limits(),
     })
     .await?;
     tasks.shutdown().await;

@@ -191,3 +191,59 @@ fn migrate_creates_and_migrates_idempotently() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("DATABASE_URL"));
 }
+
+/// A client that opens connections and never finishes its headers holds nothing for
+/// long, and one instance serves at most MAX_CONNECTIONS connections at once: the next
+/// is told 503 at once instead of waiting unseen.
+#[test]
+fn slow_and_surplus_connections_are_turned_away() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+    let dir = std::env::temp_dir().join(format!("missive-dev-conns-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cmd = dev::missive();
+    cmd.current_dir(&dir)
+        .env("HEADER_READ_TIMEOUT_SECS", "1")
+        .env("MAX_CONNECTIONS", "3");
+    let server = Dev::start(cmd);
+    // Half a request line, then silence: closed after about a second.
+    let mut slow = TcpStream::connect(&server.addr).unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: local")
+        .unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let _ = slow.read_to_end(&mut rest);
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "a slow client held its connection {took:?}"
+    );
+    // Three idle connections take every place; the fourth is refused in our shape.
+    let idle: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(&server.addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut surplus = TcpStream::connect(&server.addr).unwrap();
+    surplus
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut answer = String::new();
+    surplus.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains(r#""code":"overloaded""#), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after: 1"),
+        "{answer}"
+    );
+    // The idle ones time out (they never sent headers): places free up again.
+    drop(idle);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.request("GET", "/healthz", None, None).status != 200 {
+        assert!(Instant::now() < deadline, "no place freed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    server.stop();
+}

@@ -129,6 +129,15 @@ pub struct Config {
     #[arg(long, env = "SIGNUPS_PER_CLIENT_PER_HOUR", default_value_t = 20)]
     pub signups_per_client_per_hour: u64,
 
+    /// Connections one instance serves at once; one more is answered 503 and closed.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// Seconds a client has to send a request's headers before its connection is
+    /// closed (slow clients cannot hold connections open).
+    #[arg(long, env = "HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_read_timeout_secs: u64,
+
     /// Live activity streams one user may hold open on one instance; more get 429.
     #[arg(long, env = "STREAMS_PER_USER", default_value_t = 5)]
     pub streams_per_user: usize,
@@ -156,6 +165,14 @@ impl Config {
             request_timeout: self.request_timeout(),
             allowed_origins: self.public_origins.clone(),
             hsts: self.cookie_secure,
+        }
+    }
+
+    /// The server's connection limits.
+    pub fn connection_limits(&self) -> missive_serve::ConnectionLimits {
+        missive_serve::ConnectionLimits {
+            max_connections: self.max_connections.max(1),
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_secs.max(1)),
         }
     }
 

@@ -133,6 +133,7 @@ pub fn run(
             shutdown: state.shutdown.clone(),
             grace: state.config.shutdown_grace(),
             on_stop: Some(Box::pin(async move { db.close().await })),
+            connections: state.config.connection_limits(),
         })
     })
 }

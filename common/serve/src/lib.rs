@@ -55,6 +55,28 @@ pub struct Serving {
     pub grace: Duration,
     /// Runs after draining: close pools, so MariaDB sees a clean disconnect.
     pub on_stop: Option<BoxFuture<'static, ()>>,
+    /// Connection limits of the server.
+    pub connections: ConnectionLimits,
+}
+
+/// What one instance lets its clients hold.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Connections served at once; one more is answered 503 `overloaded` and closed.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers (the first on a connection, and
+    /// each next one on a kept-alive connection); then the connection is closed. A
+    /// client that opens connections and trickles bytes holds nothing for long.
+    pub header_read_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            header_read_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// The runtime contract around any app: telemetry, a multi-threaded runtime, signal
@@ -212,31 +234,93 @@ pub fn observed(routes: Router) -> Router {
 /// Serves until `serving.shutdown` is cancelled, then drains in-flight requests for at
 /// most the grace period and closes the database pool.
 pub async fn serve_until(serving: Serving) -> anyhow::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto;
+    use tower::ServiceExt as _;
+
     let Serving {
         listener,
         app,
         shutdown,
         grace,
         on_stop,
+        connections: limits,
     } = serving;
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let grace_over = async {
-        shutdown.cancelled().await;
-        tokio::time::sleep(grace).await;
-    };
+    let open = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = shutdown.cancelled() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                // Out of file descriptors and the like: wait a little, as hyper does.
+                tracing::warn!(error = %err, "accepting a connection failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            tokio::spawn(refuse(stream));
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service =
+            app.clone()
+                .map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    req.map(axum::body::Body::new)
+                });
+        let service = hyper_util::service::TowerToHyperService::new(service);
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(error = %err, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    // Stop accepting (new connections are refused by the kernel), then drain.
+    drop(listener);
     tokio::select! {
-        result = server => result.context("serving")?,
-        () = grace_over => tracing::warn!(?grace, "grace period over; exiting with requests in flight"),
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(grace) => tracing::warn!(?grace, "grace period over; exiting with requests in flight"),
     }
     if let Some(on_stop) = on_stop {
         on_stop.await;
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Answers a connection over [`ConnectionLimits::max_connections`] with a 503 in our
+/// shape and closes it.
+async fn refuse(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt as _;
+    const BODY: &str = r#"{"error":{"code":"overloaded","message":"this instance has too many connections; try again shortly"}}"#;
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
+         connection: close\r\ncontent-length: {}\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    tracing::warn!("connection refused: at the connection limit");
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        stream.write_all(response.as_bytes()),
+    )
+    .await;
+    let _ = stream.shutdown().await;
 }
 
 /// Cancels `token` on SIGTERM or SIGINT. The handlers are registered before this returns,

@@ -80,6 +80,7 @@ pub fn main() -> ExitCode {
             shutdown: tokio_util::sync::CancellationToken::new(),
             grace: Duration::from_secs(config.shutdown_grace_secs),
             on_stop: None,
+            connections: missive_serve::ConnectionLimits::default(),
         })
     })
 }
