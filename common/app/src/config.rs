@@ -105,9 +105,16 @@ pub struct Config {
     #[arg(long, env = "OUTBOX_RELAY_MIN_AGE_SECS", default_value_t = 5)]
     pub outbox_relay_min_age_secs: u64,
 
-    /// How many proxies in front of the functions append the client's address to
-    /// `X-Forwarded-For` (the gateway, and Knative's activator when it is in the path).
-    /// 0 (default): the header is not trusted and the peer address is the client.
+    /// The networks of the proxies in front (comma-separated CIDRs: the cluster's pod
+    /// and service ranges, and 127.0.0.0/8 for queue-proxy): the client is the
+    /// rightmost `X-Forwarded-For` address outside them. Takes precedence over
+    /// `TRUSTED_PROXY_HOPS`.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<crate::http::Cidr>,
+
+    /// How many proxies in front append the client's address to `X-Forwarded-For`
+    /// (when their addresses are not known; see `TRUSTED_PROXIES`). 0 (default) and no
+    /// `TRUSTED_PROXIES`: the header is not trusted and the peer address is the client.
     #[arg(long, env = "TRUSTED_PROXY_HOPS", default_value_t = 0)]
     pub trusted_proxy_hops: usize,
 
@@ -165,6 +172,14 @@ impl Config {
             request_timeout: self.request_timeout(),
             allowed_origins: self.public_origins.clone(),
             hsts: self.cookie_secure,
+        }
+    }
+
+    /// Which forwarding proxies are believed.
+    pub fn proxy_trust(&self) -> crate::http::ProxyTrust {
+        crate::http::ProxyTrust {
+            proxies: self.trusted_proxies.clone(),
+            hops: self.trusted_proxy_hops,
         }
     }
 

@@ -97,32 +97,124 @@ impl OptionalFromRequestParts<AppState> for CurrentUser {
     }
 }
 
-/// The client's address, for rate limits: the peer address, or with
-/// `TRUSTED_PROXY_HOPS` = n > 0 the address the outermost of those n proxies saw (the
-/// n-th `X-Forwarded-For` entry from the right). Entries further left are the client's
-/// own words and are ignored. IPv6 addresses count per /64, what one host usually gets.
+/// The client's address, for rate limits. By default the peer address. Behind proxies
+/// that append to `X-Forwarded-For`, one of its entries, chosen so a client cannot pick
+/// its own: with `TRUSTED_PROXIES` (CIDRs), the rightmost address that is not one of
+/// those proxies (the peer counts as the last hop); else with `TRUSTED_PROXY_HOPS` = n,
+/// the n-th entry from the right. IPv6 addresses count per /64, what one host usually
+/// gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientAddr(pub String);
 
+/// An IP network, `10.0.0.0/8` or `fd00::/8` (a bare address is a /32 or /128).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    network: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (ip, prefix) = s.trim().split_once('/').unwrap_or((s.trim(), ""));
+        let network: std::net::IpAddr = ip
+            .parse()
+            .map_err(|_| format!("{s:?} is not an IP network"))?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = if prefix.is_empty() {
+            max
+        } else {
+            prefix
+                .parse()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{s:?}: bad prefix length"))?
+        };
+        Ok(Self { network, prefix })
+    }
+}
+
+impl Cidr {
+    /// Whether `ip` is in this network.
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr::{V4, V6};
+        let ip = match ip {
+            V6(v6) => v6.to_ipv4_mapped().map_or(V6(v6), V4),
+            v4 => v4,
+        };
+        match (self.network, ip) {
+            (V4(net), V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (V6(net), V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Which forwarding proxies are believed (see [`ClientAddr`]).
+#[derive(Debug, Clone, Default)]
+pub struct ProxyTrust {
+    /// `TRUSTED_PROXIES`.
+    pub proxies: Vec<Cidr>,
+    /// `TRUSTED_PROXY_HOPS` (used when `proxies` is empty).
+    pub hops: usize,
+}
+
 impl ClientAddr {
-    /// From the request's headers and peer address, trusting `hops` proxies.
-    pub fn from_parts(headers: &HeaderMap, peer: Option<std::net::IpAddr>, hops: usize) -> Self {
-        let forwarded = (hops > 0)
-            .then(|| {
-                let entries: Vec<&str> = headers
-                    .get_all("x-forwarded-for")
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .flat_map(|v| v.split(','))
-                    .map(str::trim)
-                    .collect();
-                // Fewer entries than trusted proxies: the request did not come through
-                // them all, so nothing in the header is vouched for.
-                entries.len().checked_sub(hops).map(|i| entries[i])
-            })
-            .flatten()
-            .and_then(|entry| entry.parse::<std::net::IpAddr>().ok());
-        match forwarded.or(peer) {
+    /// From the request's headers and peer address.
+    pub fn from_parts(
+        headers: &HeaderMap,
+        peer: Option<std::net::IpAddr>,
+        trust: &ProxyTrust,
+    ) -> Self {
+        let entries: Vec<&str> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .collect();
+        let chosen = if !trust.proxies.is_empty() {
+            let trusted = |ip: std::net::IpAddr| trust.proxies.iter().any(|net| net.contains(ip));
+            match peer {
+                // The peer is not a proxy of ours: it is the client, whatever it says.
+                Some(ip) if !trusted(ip) => Some(ip),
+                _ => {
+                    let mut client = peer;
+                    for entry in entries.iter().rev() {
+                        let Ok(ip) = entry.parse::<std::net::IpAddr>() else {
+                            break;
+                        };
+                        client = Some(ip);
+                        if !trusted(ip) {
+                            break;
+                        }
+                    }
+                    client
+                }
+            }
+        } else if trust.hops > 0 {
+            // Fewer entries than trusted proxies: the request did not come through them
+            // all, so nothing in the header is vouched for.
+            entries
+                .len()
+                .checked_sub(trust.hops)
+                .and_then(|i| entries[i].parse().ok())
+                .or(peer)
+        } else {
+            peer
+        };
+        match chosen {
             Some(std::net::IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
                 let s = v6.segments();
                 Self(format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3]))
@@ -151,7 +243,7 @@ impl FromRequestParts<AppState> for ClientAddr {
         Ok(Self::from_parts(
             &parts.headers,
             peer,
-            state.config.trusted_proxy_hops,
+            &state.config.proxy_trust(),
         ))
     }
 }
@@ -185,7 +277,7 @@ impl<S: Send + Sync> FromRequest<S> for Event {
 mod tests {
     use super::*;
 
-    fn addr(xff: &[&str], peer: &str, hops: usize) -> String {
+    fn headers(xff: &[&str]) -> HeaderMap {
         let mut headers = HeaderMap::new();
         for value in xff {
             headers.append(
@@ -193,7 +285,70 @@ mod tests {
                 HeaderValue::from_str(value).expect("header"),
             );
         }
-        ClientAddr::from_parts(&headers, peer.parse().ok(), hops).0
+        headers
+    }
+
+    fn addr(xff: &[&str], peer: &str, hops: usize) -> String {
+        let trust = ProxyTrust {
+            proxies: vec![],
+            hops,
+        };
+        ClientAddr::from_parts(&headers(xff), peer.parse().ok(), &trust).0
+    }
+
+    fn behind(xff: &[&str], peer: &str, proxies: &str) -> String {
+        let trust = ProxyTrust {
+            proxies: proxies
+                .split(',')
+                .map(|c| c.parse().expect("CIDR"))
+                .collect(),
+            hops: 0,
+        };
+        ClientAddr::from_parts(&headers(xff), peer.parse().ok(), &trust).0
+    }
+
+    #[test]
+    fn trusted_proxies_are_skipped_from_the_right() {
+        let cluster = "127.0.0.0/8,10.0.0.0/8";
+        // Gateway only, or gateway and activator: the same client either way.
+        assert_eq!(
+            behind(&["203.0.113.9"], "127.0.0.1", cluster),
+            "203.0.113.9"
+        );
+        assert_eq!(
+            behind(&["203.0.113.9, 10.1.2.3"], "127.0.0.1", cluster),
+            "203.0.113.9"
+        );
+        // What the client wrote itself, left of the gateway's entry, is ignored, even an
+        // address that looks like one of ours.
+        assert_eq!(
+            behind(
+                &["10.9.9.9, 1.1.1.1, 203.0.113.9, 10.1.2.3"],
+                "127.0.0.1",
+                cluster
+            ),
+            "203.0.113.9"
+        );
+        // A peer that is not a proxy of ours is the client.
+        assert_eq!(
+            behind(&["1.1.1.1"], "198.51.100.4", cluster),
+            "198.51.100.4"
+        );
+        // All trusted (a request from inside): the leftmost.
+        assert_eq!(behind(&["10.0.0.5"], "127.0.0.1", cluster), "10.0.0.5");
+        assert_eq!(behind(&[], "127.0.0.1", cluster), "127.0.0.1");
+        // IPv6 networks, and IPv4-mapped peers.
+        assert_eq!(
+            behind(&["2001:db8::1"], "::ffff:10.0.0.1", "10.0.0.0/8,fd00::/8"),
+            "2001:db8:0:0::/64"
+        );
+        assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+        assert!("nonsense".parse::<Cidr>().is_err());
+        let one: Cidr = "10.1.2.3".parse().unwrap();
+        assert!(one.contains("10.1.2.3".parse().unwrap()));
+        assert!(!one.contains("10.1.2.4".parse().unwrap()));
+        let all: Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("8.8.8.8".parse().unwrap()));
     }
 
     #[test]

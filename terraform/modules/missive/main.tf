@@ -36,6 +36,7 @@ locals {
     LOG_LEVEL                   = "info"
     COOKIE_SECURE               = "true"
     PUBLIC_ORIGINS              = "https://${var.host}"
+    TRUSTED_PROXIES             = join(",", var.trusted_proxies)
     DB_MAX_CONNECTIONS          = "5"
     REQUEST_TIMEOUT_SECS        = "30"
     BACKEND_TIMEOUT_MS          = "1000"

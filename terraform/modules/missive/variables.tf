@@ -88,3 +88,9 @@ variable "oidc_issuer" {
   type        = string
   default     = "https://kubernetes.default.svc.cluster.local"
 }
+
+variable "trusted_proxies" {
+  description = "Networks of the proxies in front of the functions (queue-proxy, gateways, activator): the client is the rightmost X-Forwarded-For address outside them. Narrow to the cluster's pod and service CIDRs."
+  type        = list(string)
+  default     = ["127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fd00::/8"]
+}
