@@ -20,6 +20,10 @@ python3 -c 'import yaml' 2>/dev/null || python3 -m pip install --quiet pyyaml
 bash scripts/schemathesis.sh install
 # Node 20.19+ with npm (preinstalled here; Debian's own nodejs is too old for Vite 7).
 command -v node >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq nodejs npm; }
+# openssl makes the certificates of the HTTPS JWKS test; redis-server runs a private
+# Redis for the one-subscription test (both from Debian).
+command -v openssl >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq openssl; }
+command -v redis-server >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq redis-server; }
 command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 bash scripts/deploy-tools.sh
 bash scripts/services.sh

@@ -340,3 +340,144 @@ async fn turning_it_off_is_explicit_and_logged() {
     let (status, response) = deliver(f.port, "open-1", None).await;
     assert_eq!(status, 202, "{response}");
 }
+
+/// Deployed, the keys come over HTTPS from the API server, trusting only the cluster CA
+/// and authenticating with the pod's service-account token: both from files, as
+/// Kubernetes mounts them. Here a CA, a server certificate and an HTTPS JWKS endpoint
+/// of the test's own (openssl and Python, both on the machine).
+#[tokio::test]
+async fn the_keys_come_over_https_with_the_cluster_ca_and_the_pods_token() {
+    let dir = std::env::temp_dir().join(format!("missive-jwks-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |args: &[&str]| {
+        let status = Command::new(args[0])
+            .args(&args[1..])
+            .current_dir(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "{args:?}");
+    };
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    for ca in ["ca", "other-ca"] {
+        run(&[
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &format!("{ca}.key"),
+            "-out",
+            &format!("{ca}.pem"),
+            "-days",
+            "1",
+            "-subj",
+            &format!("/CN={ca}"),
+        ]);
+    }
+    run(&[
+        "openssl",
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    run(&[
+        "openssl",
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "server.ext",
+    ]);
+    let jwks = serde_json::json!({"keys": [oidc::issuer_jwk()]}).to_string();
+    std::fs::write(dir.join("jwks.json"), jwks).unwrap();
+    std::fs::write(dir.join("token"), "pod-service-account-token\n").unwrap();
+    // Answers the JWKS only to the pod's token, as the API server would.
+    let server = r#"
+import http.server, ssl, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.headers.get("authorization") != "Bearer pod-service-account-token":
+            self.send_response(401); self.end_headers(); return
+        body = open("jwks.json", "rb").read()
+        self.send_response(200); self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body))); self.end_headers(); self.wfile.write(body)
+    def log_message(self, *args): pass
+httpd = http.server.HTTPServer(("127.0.0.1", 0), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain("server.pem", "server.key")
+httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
+print(httpd.server_address[1], flush=True)
+httpd.serve_forever()
+"#;
+    let mut https = Command::new("python3")
+        .args(["-c", server])
+        .current_dir(&dir)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    BufReader::new(https.stdout.take().unwrap())
+        .read_line(&mut port)
+        .unwrap();
+    let url = format!("https://127.0.0.1:{}/openid/v1/jwks", port.trim());
+
+    let backends = TestBackends::new(Backends::Real).await;
+    seed_user(&backends).await;
+    let token = oidc::sign(&oidc::claims(AUDIENCE, SOURCE));
+    let start_with = |ca: &str, token_file: &str| {
+        let mut env = base_env(&backends);
+        env.extend([
+            ("OIDC_ISSUER", oidc::ISSUER.to_owned()),
+            ("OIDC_AUDIENCE", AUDIENCE.to_owned()),
+            ("OIDC_ALLOWED_SUBJECTS", SOURCE.to_owned()),
+            ("OIDC_JWKS_URL", url.clone()),
+            ("OIDC_JWKS_CA_FILE", dir.join(ca).display().to_string()),
+            (
+                "OIDC_JWKS_TOKEN_FILE",
+                dir.join(token_file).display().to_string(),
+            ),
+        ]);
+        start(&env).unwrap()
+    };
+    let f = start_with("ca.pem", "token");
+    let (status, response) = deliver(f.port, "tls-1", Some(&format!("Bearer {token}"))).await;
+    assert_eq!(status, 202, "{response}");
+    drop(f);
+    // Another CA: the endpoint is not trusted, the keys cannot be had: 503, retried.
+    let f = start_with("other-ca.pem", "token");
+    let (status, response) = deliver(f.port, "tls-2", Some(&format!("Bearer {token}"))).await;
+    assert_eq!(status, 503, "{response}");
+    drop(f);
+    // No token file: the endpoint refuses, same answer.
+    let f = start_with("ca.pem", "no-such-token");
+    let (status, response) = deliver(f.port, "tls-3", Some(&format!("Bearer {token}"))).await;
+    assert_eq!(status, 503, "{response}");
+    drop(f);
+    let _ = https.kill();
+    let _ = https.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
