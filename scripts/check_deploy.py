@@ -153,6 +153,7 @@ def check_functions(overlay, docs, functions):
         if any("value" in e and re.search(r"(?i)password|secret|token|_URL$", e["name"]) for e in container.get("env", [])):
             fail(f"{overlay}: {name} has a literal secret-looking env value")
     check_sender_identity(overlay, docs)
+    check_stream_lifetime(overlay, docs)
     groups = [s["spec"]["consumerGroup"] for s in of_kind(docs, "KafkaSource")]
     if any(not g or "{" in g for g in groups) or len(groups) != len(set(groups)):
         fail(f"{overlay}: KafkaSource consumer groups must be fixed and distinct: {groups}")
@@ -264,6 +265,22 @@ def check_sender_identity(overlay, docs):
                 fail(f"{overlay}: {name} does not allow its {kind}'s service account {account}: {allowed}")
             checked += 1
     ok(f"{overlay}: sender identity of {checked} sources matches their sinks")
+
+
+def check_stream_lifetime(overlay, docs):
+    """A live stream must end by itself (STREAM_MAX_SECS) before Knative cuts it at the
+    Service's timeoutSeconds: then the browser reconnects and resumes, instead of seeing
+    an error."""
+    config = next((d.get("data", {}) for d in of_kind(docs, "ConfigMap") if d["metadata"]["name"] == "missive-config"), {})
+    max_secs = int(config.get("STREAM_MAX_SECS", 540))
+    for service in of_kind(docs, "Service"):
+        if service["metadata"]["name"] != "activity-stream" or not service["apiVersion"].startswith("serving.knative.dev/"):
+            continue
+        timeout = int(service["spec"]["template"]["spec"].get("timeoutSeconds", 300))
+        if max_secs >= timeout:
+            fail(f"{overlay}: STREAM_MAX_SECS {max_secs} is not under activity-stream's timeoutSeconds {timeout}")
+        else:
+            ok(f"{overlay}: live streams end after {max_secs} s, under the {timeout} s request timeout")
 
 
 def check_terraform(functions):

@@ -41,8 +41,9 @@ static HASHING: LazyLock<tokio::sync::Semaphore> =
 /// Argon2 working memory, one buffer per permit of [`HASHING`], allocated on first use.
 static BUFFERS: Mutex<Vec<Vec<Block>>> = Mutex::new(Vec::new());
 
-/// The longest a hash waits for a CPU before the request is answered 503 instead.
-pub const MAX_WAIT: Duration = Duration::from_secs(1);
+/// The longest a hash waits for a CPU before the request is answered 503 instead: with
+/// the hash itself (tens of milliseconds) a login is answered within a second.
+pub const MAX_WAIT: Duration = Duration::from_millis(800);
 
 /// Hashes were refused because the queue for the CPUs is longer than [`MAX_WAIT`].
 #[derive(Debug, thiserror::Error)]
