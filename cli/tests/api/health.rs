@@ -180,24 +180,19 @@ async fn stream_sends_heartbeat_comments() {
         .unwrap();
     let mut body = router.oneshot(request).await.unwrap().into_body();
     let started = std::time::Instant::now();
-    // First what a browser needs to reconnect well: how soon.
-    let hello = tokio::time::timeout(Duration::from_secs(2), body.frame())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap()
-        .into_data()
-        .unwrap();
-    assert_eq!(&hello[..], b"retry: 2000\n: connected\n\n");
-    for _ in 0..2 {
-        let frame = tokio::time::timeout(Duration::from_secs(2), body.frame())
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(2), body.frame())
             .await
             .unwrap()
             .unwrap()
             .unwrap()
             .into_data()
-            .unwrap();
-        assert_eq!(&frame[..], b": heartbeat\n\n");
+            .unwrap()
+    };
+    // First what a browser needs to reconnect well: how soon.
+    assert_eq!(&next().await[..], b"retry: 2000\n: connected\n\n");
+    for _ in 0..2 {
+        assert_eq!(&next().await[..], b": heartbeat\n\n");
     }
     assert!(started.elapsed() >= Duration::from_millis(550));
     backends.cleanup().await;

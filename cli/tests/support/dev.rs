@@ -72,23 +72,21 @@ impl Dev {
             }
             eprintln!("[missive dev] {line}");
         };
-        let addr = line
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split('/').next())
-            .unwrap_or_else(|| panic!("no URL in {line:?}"))
-            .to_owned();
+        // `host:port` of the line's URL.
+        let addr_in = |line: &str| {
+            line.split("http://")
+                .nth(1)
+                .and_then(|rest| rest.split('/').next())
+                .unwrap_or_else(|| panic!("no URL in {line:?}"))
+                .to_owned()
+        };
+        let addr = addr_in(&line);
         let events_line = lines
             .next()
             .expect("missive dev prints its event URL")
             .unwrap();
         output.lock().unwrap().push(events_line.clone());
-        let events_addr = events_line
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split('/').next())
-            .unwrap_or_else(|| panic!("no event URL in {events_line:?}"))
-            .to_owned();
+        let events_addr = addr_in(&events_line);
         // The server's log becomes part of the test's captured output.
         let kept = output.clone();
         std::thread::spawn(move || {

@@ -126,33 +126,27 @@ async fn deliver(port: u16, id: &str, authorization: Option<&str>) -> (u16, Stri
     (text[9..12].parse().unwrap(), text)
 }
 
-async fn stored(backends: &TestBackends) -> i64 {
-    let url = backends
-        .config
-        .database_url
-        .as_ref()
+async fn connect(backends: &TestBackends) -> sqlx::MySqlConnection {
+    let url = backends.config.database_url.as_ref().unwrap();
+    sqlx::MySqlConnection::connect(url.expose_secret())
+        .await
         .unwrap()
-        .expose_secret();
-    let mut conn = sqlx::MySqlConnection::connect(url).await.unwrap();
-    let (messages,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM messages")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
-    let (processed,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM processed_events")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
-    messages + processed
+}
+
+/// Messages plus processed events: what a delivery stores.
+async fn stored(backends: &TestBackends) -> i64 {
+    let mut conn = connect(backends).await;
+    let (stored,): (i64,) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM messages) + (SELECT COUNT(*) FROM processed_events)",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    stored
 }
 
 async fn seed_user(backends: &TestBackends) {
-    let url = backends
-        .config
-        .database_url
-        .as_ref()
-        .unwrap()
-        .expose_secret();
-    let mut conn = sqlx::MySqlConnection::connect(url).await.unwrap();
+    let mut conn = connect(backends).await;
     sqlx::query("INSERT INTO users (username, password_hash, created_at) VALUES ('alice', 'x', 0)")
         .execute(&mut conn)
         .await
