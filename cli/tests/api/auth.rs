@@ -531,6 +531,25 @@ async fn a_login_flood_is_answered_503_instead_of_queued() {
             res.status
         );
     }
+    // A login refused for lack of CPU checked nothing: it is not held against its
+    // client (else a flood would push honest clients past their limits).
+    let (i, _) = answers
+        .iter()
+        .enumerate()
+        .find(|(_, (res, _))| res.status == StatusCode::SERVICE_UNAVAILABLE)
+        .unwrap();
+    let key = format!("login_failures_client:10.9.{}.{}", i / 250, i % 250 + 1);
+    let counted = app
+        .state
+        .kv
+        .incr_windows(&[missive_adapters::kv::Counter {
+            key: &key,
+            by: 0,
+            ttl: Duration::from_secs(60),
+        }])
+        .await
+        .unwrap();
+    assert_eq!(counted[0].0, 0, "a 503 counted against {key}");
     let slowest = answers.iter().map(|(_, took)| *took).max().unwrap();
     assert!(
         slowest < Duration::from_secs(10),

@@ -223,42 +223,55 @@ pub async fn login(
     if let Some(retry_after) = refused {
         return Err(ApiError::TooManyAttempts { retry_after });
     }
+    let take_back = async |pair_by: i64| {
+        let mut counters = vec![Counter {
+            key: &client_key,
+            by: -1,
+            ttl: ATTEMPT_WINDOW,
+        }];
+        if let Some(pair_key) = &pair_key {
+            counters.push(Counter {
+                key: pair_key,
+                by: -pair_by,
+                ttl: ATTEMPT_WINDOW,
+            });
+        }
+        state.kv.incr_windows(&counters).await.map(drop)
+    };
     // A name that breaks the signup rule cannot exist: same answer as an unknown user.
-    let Ok(username) = parsed else {
-        let _ = password::verify(Password::parse(credentials.password).ok(), None)
-            .await
-            .map_err(hashing_error)?;
-        return Err(failed(state).await);
-    };
-    let found = store::find_user(&state.db, &username).await?;
-    let password = Password::parse(credentials.password).ok();
-    let (id, hash) = match found {
-        Some((id, hash)) => (Some(id), Some(hash)),
-        None => (None, None),
-    };
-    let ok = password::verify(password, hash)
-        .await
-        .map_err(hashing_error)?;
-    let Some(id) = id.filter(|_| ok) else {
-        return Err(failed(state).await);
+    let checked = async {
+        let password = Password::parse(credentials.password).ok();
+        let Ok(username) = parsed else {
+            password::verify(password, None).await?;
+            return Ok(None);
+        };
+        let found = store::find_user(&state.db, &username).await?;
+        let (id, hash) = match found {
+            Some((id, hash)) => (Some(id), Some(hash)),
+            None => (None, None),
+        };
+        let ok = password::verify(password, hash).await?;
+        Ok::<_, anyhow::Error>(id.filter(|_| ok).map(|id| (id, username)))
+    }
+    .await;
+    let (id, username) = match checked {
+        Ok(Some(found)) => found,
+        Ok(None) => return Err(failed(state).await),
+        Err(err) => {
+            // Nothing was checked (hashing is busy, the database is down): the attempt is
+            // not held against the client.
+            if let Err(undo) = take_back(1).await {
+                tracing::warn!(
+                    error = format!("{undo:#}"),
+                    "could not take back a login attempt"
+                );
+            }
+            return Err(hashing_error(err));
+        }
     };
     // Not a failure after all: this client's attempt is taken back, its count for this
     // account starts over.
-    state
-        .kv
-        .incr_windows(&[
-            Counter {
-                key: &client_key,
-                by: -1,
-                ttl: ATTEMPT_WINDOW,
-            },
-            Counter {
-                key: pair_key.as_deref().unwrap_or_default(),
-                by: -(by_pair as i64),
-                ttl: ATTEMPT_WINDOW,
-            },
-        ])
-        .await?;
+    take_back(i64::try_from(by_pair).unwrap_or(i64::MAX)).await?;
     if let Some(old) = previous {
         state.sessions.delete(&old).await?;
     }
