@@ -238,11 +238,17 @@ pub async fn login(
         }
         state.kv.incr_windows(&counters).await.map(drop)
     };
+    // A client that failed before waits less for a CPU (see `password::Priority`).
+    let priority = if by_client > 1 || by_pair > 1 {
+        password::Priority::Low
+    } else {
+        password::Priority::Normal
+    };
     // A name that breaks the signup rule cannot exist: same answer as an unknown user.
     let checked = async {
         let password = Password::parse(credentials.password).ok();
         let Ok(username) = parsed else {
-            password::verify(password, None).await?;
+            password::verify_as(password, None, priority).await?;
             return Ok(None);
         };
         let found = store::find_user(&state.db, &username).await?;
@@ -250,7 +256,7 @@ pub async fn login(
             Some((id, hash)) => (Some(id), Some(hash)),
             None => (None, None),
         };
-        let ok = password::verify(password, hash).await?;
+        let ok = password::verify_as(password, hash, priority).await?;
         Ok::<_, anyhow::Error>(id.filter(|_| ok).map(|id| (id, username)))
     }
     .await;

@@ -65,15 +65,35 @@ impl Drop for InLine {
     }
 }
 
-/// Joins the line, or refuses when the expected wait is over [`MAX_WAIT`].
-fn join_line() -> Result<InLine, Busy> {
+/// How long a check may wait: a client that has failed recently (a guesser, most likely)
+/// gives up its place sooner, so that under a flood the line stays short enough for
+/// everyone else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// Up to [`MAX_WAIT`].
+    Normal,
+    /// Up to half of it.
+    Low,
+}
+
+impl Priority {
+    fn max_wait(self) -> Duration {
+        match self {
+            Self::Normal => MAX_WAIT,
+            Self::Low => MAX_WAIT / 2,
+        }
+    }
+}
+
+/// Joins the line, or refuses when the expected wait is over `max_wait`.
+fn join_line(max_wait: Duration) -> Result<InLine, Busy> {
     let ahead = IN_LINE.fetch_add(1, Ordering::Relaxed);
     let guard = InLine;
     // Those ahead run `cpus()` at a time; this one starts when enough of them are done.
     let rounds = (ahead / cpus()) as u64;
     let expected =
         Duration::from_micros(rounds.saturating_mul(HASH_MICROS.load(Ordering::Relaxed)));
-    if expected > MAX_WAIT {
+    if expected > max_wait {
         return Err(Busy);
     }
     Ok(guard)
@@ -90,10 +110,11 @@ fn record_hash_time(took: Duration) {
 /// within [`HASHING`]'s bound; [`Busy`] when that would mean waiting over [`MAX_WAIT`].
 async fn with_memory<T: Send + 'static>(
     blocks: usize,
+    priority: Priority,
     work: impl FnOnce(&mut [Block]) -> anyhow::Result<T> + Send + 'static,
 ) -> anyhow::Result<T> {
-    let _line = join_line()?;
-    let _permit = match tokio::time::timeout(MAX_WAIT, HASHING.acquire()).await {
+    let _line = join_line(priority.max_wait())?;
+    let _permit = match tokio::time::timeout(priority.max_wait(), HASHING.acquire()).await {
         Ok(permit) => permit.context("hashing semaphore")?,
         Err(_) => return Err(Busy.into()),
     };
@@ -125,7 +146,7 @@ async fn with_memory<T: Send + 'static>(
 /// Hashes a password into a PHC string (salt and parameters included).
 pub async fn hash(password: Password) -> anyhow::Result<String> {
     let params = Params::default();
-    with_memory(params.block_count(), move |memory| {
+    with_memory(params.block_count(), Priority::Normal, move |memory| {
         let salt: [u8; 16] = rand::random();
         phc(password.expose().as_bytes(), &salt, params, memory)
     })
@@ -165,6 +186,15 @@ const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$eUCXKKmozcX+4WSPlismOA$
 /// or no acceptable password (wrong length) it still spends a full verification on a
 /// dummy hash, so the answer takes the same time, and returns `false`.
 pub async fn verify(password: Option<Password>, stored: Option<String>) -> anyhow::Result<bool> {
+    verify_as(password, stored, Priority::Normal).await
+}
+
+/// [`verify`] with a place in the line by `priority`.
+pub async fn verify_as(
+    password: Option<Password>,
+    stored: Option<String>,
+    priority: Priority,
+) -> anyhow::Result<bool> {
     let real = stored.is_some() && password.is_some();
     let stored = stored.unwrap_or_else(|| DUMMY_HASH.to_owned());
     let parsed = PasswordHash::new(&stored).map_err(|e| anyhow::anyhow!("stored hash: {e}"))?;
@@ -182,7 +212,7 @@ pub async fn verify(password: Option<Password>, stored: Option<String>) -> anyho
         .decode_b64(&mut salt_bytes)
         .map_err(|e| anyhow::anyhow!("stored salt: {e}"))?
         .to_vec();
-    with_memory(params.block_count(), move |memory| {
+    with_memory(params.block_count(), priority, move |memory| {
         let candidate = password.as_ref().map_or("", |p| p.expose());
         let mut raw = vec![0u8; expected.len()];
         argon2(params)
