@@ -41,7 +41,7 @@ for side in a b; do
     env+=(DATABASE_URL="${server%/}/$db" REDIS_URL="${MISSIVE_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
       REDIS_KEY_PREFIX="$db:")
   fi
-  (cd "$work/$side" && env "${env[@]}" taskset -c 1 "${binary[$side]}" >dev.log 2>&1) &
+  (cd "$work/$side" && exec env "${env[@]}" taskset -c 1 "${binary[$side]}" >dev.log 2>&1) &
   pids+=($!)
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:${port[$side]}/healthz" >/dev/null && break; sleep 0.1; done
   cookie[$side]=$(bench_user "${port[$side]}")

@@ -600,11 +600,14 @@ impl Kv for MemoryKv {
     }
 
     async fn publish(&self, channel: &str, message: &str) -> anyhow::Result<()> {
-        // No receivers is fine: like Redis, a message nobody listens to is dropped.
-        let _ = self
-            .lock()
-            .published
-            .send((channel.to_owned(), message.to_owned()));
+        // No receivers is fine: like Redis, a message nobody listens to is dropped (and
+        // not even copied).
+        let inner = self.lock();
+        if inner.published.receiver_count() > 0 {
+            let _ = inner
+                .published
+                .send((channel.to_owned(), message.to_owned()));
+        }
         Ok(())
     }
 

@@ -94,7 +94,7 @@ impl ActivityLog {
         &self,
         user: &Username,
         event: &CloudEvent,
-        entry: &Entry,
+        mut entry: Entry,
     ) -> anyhow::Result<Recorded> {
         let dedup_key = format!("seen:{}:{}", event.source(), event.id());
         if !self.kv.set_nx_ex(&dedup_key, "1", DEDUP_WINDOW).await? {
@@ -102,10 +102,7 @@ impl ActivityLog {
         }
         let key = Self::list_key(user);
         let appended = async {
-            let entry = Entry {
-                id: self.kv.incr(&format!("activity_seq:{user}")).await?,
-                ..entry.clone()
-            };
+            entry.id = self.kv.incr(&format!("activity_seq:{user}")).await?;
             let json = serde_json::to_string(&entry)?;
             self.kv.push_front_capped(&key, &json, MAX_ENTRIES).await?;
             self.kv.publish(&key, &json).await
@@ -171,7 +168,7 @@ pub async fn record_event(state: &AppState, event: &CloudEvent) -> Result<(), Ap
         ),
         detail: event.json_data().map_err(ApiError::InvalidEvent)?,
     };
-    match state.activity.record(&user, event, &entry).await? {
+    match state.activity.record(&user, event, entry).await? {
         Recorded::New => tracing::debug!(event.id = %event.id(), "recorded"),
         Recorded::Duplicate => tracing::debug!(event.id = %event.id(), "duplicate ignored"),
     }

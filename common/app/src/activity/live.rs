@@ -54,15 +54,18 @@ const BUFFER: usize = 64;
 /// How long to wait before subscribing again after the subscription failed.
 const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(1);
 
-/// The process's fan-out. Cheap to clone.
+/// The process's fan-out. Cheap to clone (one `Arc`: it is cloned with the app state on
+/// every request).
 #[derive(Clone)]
-pub struct Live {
+pub struct Live(Arc<Shared>);
+
+struct Shared {
     kv: Arc<dyn Kv>,
     caps: Caps,
     timeout: Duration,
     inner: Arc<Mutex<Inner>>,
     /// `true` while subscribed; `None` until the first stream starts the subscriber.
-    connected: Arc<Mutex<Option<watch::Receiver<bool>>>>,
+    connected: Mutex<Option<watch::Receiver<bool>>>,
 }
 
 #[derive(Default)]
@@ -103,34 +106,35 @@ impl Live {
     /// A fan-out over `kv`; subscribes on the first [`Live::listen`]. `timeout` bounds
     /// the wait for the subscription.
     pub fn new(kv: Arc<dyn Kv>, caps: Caps, timeout: Duration) -> Self {
-        Self {
+        Self(Arc::new(Shared {
             kv,
             caps,
             timeout,
             inner: Arc::default(),
-            connected: Arc::default(),
-        }
+            connected: Mutex::default(),
+        }))
     }
 
     /// Streams open on this instance now.
     pub fn open_streams(&self) -> usize {
-        lock(&self.inner).total
+        lock(&self.0.inner).total
     }
 
     /// A place for one more stream of `user`, once the subscription is up: entries
     /// published after this returns reach it. `Err(Full)` past a cap; an error marked
     /// unavailable when the subscription cannot be made.
     pub async fn listen(&self, user: &Username) -> anyhow::Result<Result<Listener, Full>> {
+        let this = &self.0;
         let listener = {
-            let mut inner = lock(&self.inner);
-            if inner.total >= self.caps.per_instance {
+            let mut inner = lock(&this.inner);
+            if inner.total >= this.caps.per_instance {
                 return Ok(Err(Full::Instance));
             }
             let (sender, count) = inner
                 .users
                 .entry(user.as_str().to_owned())
                 .or_insert_with(|| (broadcast::channel(BUFFER).0, 0));
-            if *count >= self.caps.per_user {
+            if *count >= this.caps.per_user {
                 return Ok(Err(Full::User));
             }
             *count += 1;
@@ -139,7 +143,7 @@ impl Live {
             Listener {
                 signals,
                 user: user.as_str().to_owned(),
-                inner: self.inner.clone(),
+                inner: this.inner.clone(),
             }
         };
         self.subscribed().await?;
@@ -148,19 +152,20 @@ impl Live {
 
     /// Starts the subscriber if it is not running, and waits until it is subscribed.
     async fn subscribed(&self) -> anyhow::Result<()> {
+        let this = &self.0;
         let mut connected = {
-            let mut slot = self
+            let mut slot = this
                 .connected
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             slot.get_or_insert_with(|| {
                 let (tx, rx) = watch::channel(false);
-                tokio::spawn(subscriber(self.kv.clone(), self.inner.clone(), tx));
+                tokio::spawn(subscriber(this.kv.clone(), this.inner.clone(), tx));
                 rx
             })
             .clone()
         };
-        tokio::time::timeout(self.timeout, connected.wait_for(|up| *up))
+        tokio::time::timeout(this.timeout, connected.wait_for(|up| *up))
             .await
             .map_err(|_| {
                 anyhow::anyhow!("subscribing to live activity timed out")
