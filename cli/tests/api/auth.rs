@@ -602,11 +602,16 @@ api_test!(logging_out_everywhere_ends_every_session, |b| async move {
         app.get("/api/auth/me", Some(&bob)).await.status,
         StatusCode::OK
     );
-    // `everywhere` must be a boolean.
-    let res = app
-        .post("/api/auth/logout", json!({"everywhere": "yes"}), Some(&bob))
-        .await;
-    assert_eq!(res.status, StatusCode::BAD_REQUEST);
+    // `everywhere` must be a boolean, and the body an object (not an array, which serde
+    // would otherwise read as the struct's fields in order).
+    for body in [json!({"everywhere": "yes"}), json!([]), json!([true])] {
+        let res = app.post("/api/auth/logout", body.clone(), Some(&bob)).await;
+        assert_eq!(res.status, StatusCode::BAD_REQUEST, "{body}");
+    }
+    assert_eq!(
+        app.get("/api/auth/me", Some(&bob)).await.status,
+        StatusCode::OK
+    );
     app.stop().await;
 });
 

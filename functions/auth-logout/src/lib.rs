@@ -70,11 +70,15 @@ async fn logout(
     let body: LogoutBody = if body.is_empty() {
         LogoutBody::default()
     } else {
-        serde_json::from_slice(&body).map_err(|err| {
+        let invalid = |err: serde_json::Error| {
             ApiError::InvalidJson(format!(
                 "the body must be a JSON object, with `everywhere` true or false: {err}"
             ))
-        })?
+        };
+        // An object first: serde would also read a struct from an array (`[]`, `[true]`).
+        let object: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&body).map_err(invalid)?;
+        serde_json::from_value(serde_json::Value::Object(object)).map_err(invalid)?
     };
     auth::logout(&state, NAME, session_id(&state, &headers), body.everywhere).await?;
     Ok((
