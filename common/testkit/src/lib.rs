@@ -128,6 +128,22 @@ impl TestBackends {
         }
     }
 
+    /// The environment a function binary needs to run on these backends (the Secret's
+    /// URLs and the test's key prefix), for process-level tests.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        use secrecy::ExposeSecret;
+        let c = &self.config;
+        let mut env = Vec::new();
+        if let Some(url) = &c.database_url {
+            env.push(("DATABASE_URL", url.expose_secret().to_owned()));
+        }
+        if let Some(url) = &c.redis_url {
+            env.push(("REDIS_URL", url.expose_secret().to_owned()));
+        }
+        env.push(("REDIS_KEY_PREFIX", c.redis_key_prefix.clone()));
+        env
+    }
+
     /// Builds the app state on these backends.
     pub fn state(&self) -> AppState {
         AppState::build(self.config.clone()).expect("test state builds")

@@ -12,7 +12,6 @@ use missive_testkit::process::{
     accepted_connection, answers_h2c, sigterm, wait_exit, wait_listener_closed, wait_until_read,
 };
 use missive_testkit::{Backends, TestBackends};
-use secrecy::ExposeSecret;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -77,21 +76,6 @@ fn get(path: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
 }
 
-fn real_env(backends: &TestBackends) -> Vec<(&'static str, String)> {
-    let c = &backends.config;
-    vec![
-        (
-            "DATABASE_URL",
-            c.database_url.as_ref().unwrap().expose_secret().to_owned(),
-        ),
-        (
-            "REDIS_URL",
-            c.redis_url.as_ref().unwrap().expose_secret().to_owned(),
-        ),
-        ("REDIS_KEY_PREFIX", c.redis_key_prefix.clone()),
-    ]
-}
-
 fn as_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
     env.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
@@ -99,7 +83,7 @@ fn as_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)
 #[tokio::test]
 async fn sigterm_lets_the_in_flight_request_finish_then_exits_0() {
     let backends = TestBackends::new(Backends::Real).await;
-    let mut env = real_env(&backends);
+    let mut env = backends.env();
     env.push(("SHUTDOWN_GRACE_SECS", "20".to_owned()));
     let mut f = start(&as_refs(&env));
 
@@ -140,7 +124,7 @@ async fn sigterm_lets_the_in_flight_request_finish_then_exits_0() {
 #[tokio::test]
 async fn the_grace_period_bounds_draining() {
     let backends = TestBackends::new(Backends::Real).await;
-    let mut env = real_env(&backends);
+    let mut env = backends.env();
     env.push(("SHUTDOWN_GRACE_SECS", "1".to_owned()));
     let mut f = start(&as_refs(&env));
     // A request that never finishes sending its body.
@@ -253,7 +237,7 @@ async fn spans_emitted_just_before_sigterm_reach_the_collector() {
     let backends = TestBackends::new(Backends::Real).await;
     let receiver = missive_testkit::otlp::OtlpReceiver::start();
     let endpoint = receiver.endpoint();
-    let mut env = real_env(&backends);
+    let mut env = backends.env();
     env.push(("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint));
     env.push(("K_SERVICE", "auth-signup".to_owned()));
     env.push(("K_REVISION", "auth-signup-00042".to_owned()));

@@ -36,20 +36,10 @@ impl Drop for Running {
 }
 
 fn base_env(backends: &TestBackends) -> Vec<(&'static str, String)> {
-    let c = &backends.config;
-    vec![
-        (
-            "DATABASE_URL",
-            c.database_url.as_ref().unwrap().expose_secret().to_owned(),
-        ),
-        (
-            "REDIS_URL",
-            c.redis_url.as_ref().unwrap().expose_secret().to_owned(),
-        ),
-        ("REDIS_KEY_PREFIX", c.redis_key_prefix.clone()),
-        // Events it emits go nowhere; the outbox keeps them.
-        ("K_SINK", "http://127.0.0.1:1/".to_owned()),
-    ]
+    let mut env = backends.env();
+    // Events it emits go nowhere; the outbox keeps them.
+    env.push(("K_SINK", "http://127.0.0.1:1/".to_owned()));
+    env
 }
 
 fn oidc_env(issuer: &Issuer) -> Vec<(&'static str, String)> {
