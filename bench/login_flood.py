@@ -6,8 +6,9 @@ with wrong passwords as fast as they are answered, for SECONDS; a bot net guessi
 the per-client limits stop none of them before the password check. Meanwhile the real
 user, from another address, logs in with the right password every 0.25 s.
 
-Budget (issue 18): the real user's login is answered within 1 s, with 200 (or a refusal
-at once: 429, or 503 `overloaded` when every CPU is booked for password checks).
+Budget (issue 18): the real user's login is answered within 1 s, with 200 (or 429 at
+once). The guessers' checks queue behind everyone else's (they failed before), so the
+owner waits for the hashes running, not for the flood.
 Reports the real user's latency (p50, p95, max) and statuses, and what the flood got.
 
 Usage: python3 bench/login_flood.py MISSIVE_BINARY [FLOOD] [SECONDS]
@@ -101,7 +102,11 @@ def main():
               + f"; latency p50 {statistics.median(took) * 1e3:.0f} ms, p95 {p95 * 1e3:.0f} ms,"
               f" max {took[-1] * 1e3:.0f} ms (budget: 1000 ms)")
         over = [t for t in took if t > 1.0]
-        print("budget: " + ("met" if not over else f"MISSED ({len(over)} over 1 s)"))
+        refused = sum(n for status, n in statuses.items() if status not in (200, 429))
+        if over or refused:
+            print(f"budget: MISSED ({len(over)} over 1 s, {refused} answered neither 200 nor 429)")
+        else:
+            print("budget: met")
     finally:
         server.terminate()
         server.wait()

@@ -221,6 +221,48 @@ fn slow_and_surplus_connections_are_turned_away() {
         took < Duration::from_secs(5),
         "a slow client held its connection {took:?}"
     );
+    // A byte every 300 ms never finishes the headers either.
+    let mut trickle = TcpStream::connect(&server.addr).unwrap();
+    let started = Instant::now();
+    let mut closed = None;
+    for byte in b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: "
+        .iter()
+        .cycle()
+        .take(40)
+    {
+        if trickle.write_all(&[*byte]).is_err() {
+            closed = Some(started.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let closed = closed.expect("a trickling client kept its connection for 12 s");
+    assert!(closed < Duration::from_secs(4), "closed after {closed:?}");
+    // A kept-alive connection: requests within the timeout are served, however many;
+    // then, idle, it is closed.
+    let mut kept = TcpStream::connect(&server.addr).unwrap();
+    kept.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(600));
+        kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let mut answer = [0u8; 256];
+        let n = kept.read(&mut answer).unwrap();
+        assert!(
+            answer[..n].starts_with(b"HTTP/1.1 200"),
+            "{:?}",
+            String::from_utf8_lossy(&answer[..n])
+        );
+    }
+    let idle_from = Instant::now();
+    let mut rest = Vec::new();
+    let _ = kept.read_to_end(&mut rest);
+    let idle = idle_from.elapsed();
+    assert!(
+        idle >= Duration::from_millis(900) && idle < Duration::from_secs(4),
+        "an idle kept-alive connection was closed after {idle:?}"
+    );
     // Three idle connections take every place; the fourth is refused in our shape.
     let idle: Vec<TcpStream> = (0..3)
         .map(|_| TcpStream::connect(&server.addr).unwrap())
@@ -245,5 +287,31 @@ fn slow_and_surplus_connections_are_turned_away() {
         assert!(Instant::now() < deadline, "no place freed");
         std::thread::sleep(Duration::from_millis(100));
     }
+    // A response that takes longer than the timeout (a live stream) is not cut.
+    let cookie = server.signup("slowpoke");
+    let mut stream = TcpStream::connect(&server.addr).unwrap();
+    write!(
+        stream,
+        "GET /api/activity/stream HTTP/1.1\r\nHost: localhost\r\nCookie: {cookie}\r\n\r\n"
+    )
+    .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let open_from = Instant::now();
+    let mut received = Vec::new();
+    while open_from.elapsed() < Duration::from_secs(4) {
+        let mut chunk = [0u8; 1024];
+        match stream.read(&mut chunk) {
+            Ok(0) => panic!("the stream was closed after {:?}", open_from.elapsed()),
+            Ok(n) => received.extend_from_slice(&chunk[..n]),
+            Err(_) => {} // Nothing new yet: still open.
+        }
+    }
+    assert!(
+        received.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&received)
+    );
     server.stop();
 }

@@ -558,6 +558,44 @@ async fn a_login_flood_is_answered_503_instead_of_queued() {
     app.stop().await;
 }
 
+/// The owner's login during a flood of guessers (clients that failed before) is checked
+/// before theirs: 200, not 503, however long their line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_logs_in_ahead_of_a_flood_of_guessers() {
+    let app = App::start(Backends::Embedded).await;
+    app.signup("owner").await;
+    let guesser = |i: usize| format!("10.8.{}.{}", i / 250, i % 250 + 1);
+    // Each guesser has failed once: from now on its checks queue behind everyone else's.
+    for i in 0..40 {
+        let res = app
+            .login_from(&guesser(i), &format!("nobody{i}"), "wrong")
+            .await;
+        assert_eq!(res.status, StatusCode::UNAUTHORIZED);
+    }
+    let flood = join_all((0..200).map(|n| {
+        let (app, ip) = (&app, guesser(n % 40));
+        async move {
+            app.login_from(&ip, &format!("nobody{n}"), "wrong password")
+                .await
+                .status
+        }
+    }));
+    let owner = async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let started = std::time::Instant::now();
+        let res = app.login_from("192.0.2.80", "owner", "correct horse").await;
+        (res.status, started.elapsed())
+    };
+    let (flood, (owner, took)) = tokio::join!(flood, owner);
+    assert!(
+        flood.contains(&StatusCode::SERVICE_UNAVAILABLE),
+        "200 checks at once should overflow the guessers' line: {flood:?}"
+    );
+    assert_eq!(owner, StatusCode::OK, "the owner's login during the flood");
+    assert!(took < Duration::from_secs(2), "the owner waited {took:?}");
+    app.stop().await;
+}
+
 api_test!(logging_out_everywhere_ends_every_session, |b| async move {
     let app = App::start(b).await;
     app.signup("alice").await;

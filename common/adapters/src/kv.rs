@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -58,8 +58,29 @@ pub trait Kv: Send + Sync + 'static {
     /// prefix*`), on one connection however many channels there are; only messages
     /// published after this returns arrive. The stream ends when the connection is lost.
     async fn subscribe_prefix(&self, prefix: &str) -> anyhow::Result<Subscription>;
-    /// Increments the counter at `key` (created at 0, never expiring) and returns it.
-    async fn incr(&self, key: &str) -> anyhow::Result<u64>;
+    /// Appends one numbered entry to a log in one atomic step (one round trip): unless
+    /// [`LogEntry::once`]'s key exists (then `None`, nothing written), numbers the entry
+    /// from the log's counter, pushes it on the front of the list (trimmed to
+    /// `max_len`) and publishes it on the channel of the same name. Returns its number.
+    async fn append_to_log(&self, entry: LogEntry<'_>) -> anyhow::Result<Option<u64>>;
+}
+
+/// One entry of [`Kv::append_to_log`]; its text is `before`, its number, then `after`.
+#[derive(Debug, Clone, Copy)]
+pub struct LogEntry<'a> {
+    /// The list (newest first) and the channel its entries are published on.
+    pub log: &'a str,
+    /// Entries the list keeps.
+    pub max_len: usize,
+    /// The counter that numbers the entries (from 1, never expiring).
+    pub counter: &'a str,
+    /// A key set (for the duration) with the entry: when it already exists, the entry
+    /// was appended before and is not appended again.
+    pub once: Option<(&'a str, Duration)>,
+    /// Text before the number.
+    pub before: &'a str,
+    /// Text after the number.
+    pub after: &'a str,
 }
 
 /// One counter of [`Kv::incr_windows`].
@@ -382,14 +403,38 @@ impl Kv for RedisKv {
         Ok(Box::pin(stream))
     }
 
-    async fn incr(&self, key: &str) -> anyhow::Result<u64> {
-        let _span = command_span("INCR");
+    async fn append_to_log(&self, entry: LogEntry<'_>) -> anyhow::Result<Option<u64>> {
+        // One script: the server runs it whole, so a crash between steps cannot leave an
+        // entry stored but not numbered, or marked seen but not stored.
+        static APPEND: LazyLock<redis::Script> = LazyLock::new(|| {
+            redis::Script::new(
+                r"
+                if #KEYS == 3 and not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[4]) then
+                    return -1
+                end
+                local n = redis.call('INCR', KEYS[2])
+                local entry = ARGV[1] .. n .. ARGV[2]
+                redis.call('LPUSH', KEYS[1], entry)
+                redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[3]) - 1)
+                redis.call('PUBLISH', KEYS[1], entry)
+                return n
+                ",
+            )
+        });
+        let _span = command_span("EVALSHA");
         let mut conn = self.conn().await?;
-        redis::cmd("INCR")
-            .arg(self.key(key))
-            .query_async(&mut conn)
-            .await
-            .map_err(outage)
+        let mut invocation = APPEND.prepare_invoke();
+        invocation
+            .key(self.key(entry.log))
+            .key(self.key(entry.counter))
+            .arg(entry.before)
+            .arg(entry.after)
+            .arg(entry.max_len);
+        if let Some((once, ttl)) = entry.once {
+            invocation.key(self.key(once)).arg(ttl_ms(ttl));
+        }
+        let n: i64 = invocation.invoke_async(&mut conn).await.map_err(outage)?;
+        Ok(u64::try_from(n).ok())
     }
 }
 
@@ -625,24 +670,58 @@ impl Kv for MemoryKv {
         Ok(Box::pin(stream))
     }
 
-    async fn incr(&self, key: &str) -> anyhow::Result<u64> {
+    async fn append_to_log(&self, entry: LogEntry<'_>) -> anyhow::Result<Option<u64>> {
         let now = Instant::now();
         let mut inner = self.lock();
         inner.note_write(now);
-        let entry = match inner.live_entry(key, now) {
-            Some(entry) => entry,
-            None => inner.entries.entry(key.to_owned()).or_insert(Entry {
-                value: Value::Counter(0),
+        if let Some((once, ttl)) = entry.once {
+            if inner.live_entry(once, now).is_some() {
+                return Ok(None);
+            }
+            inner.entries.insert(
+                once.to_owned(),
+                Entry {
+                    value: Value::Str("1".to_owned()),
+                    expires_at: Some(now + ttl),
+                },
+            );
+        }
+        let counter = match inner.live_entry(entry.counter, now) {
+            Some(counter) => counter,
+            None => inner
+                .entries
+                .entry(entry.counter.to_owned())
+                .or_insert(Entry {
+                    value: Value::Counter(0),
+                    expires_at: None,
+                }),
+        };
+        let n = match &mut counter.value {
+            Value::Counter(n) => {
+                *n += 1;
+                *n
+            }
+            _ => anyhow::bail!("key {} does not hold a counter", entry.counter),
+        };
+        let text = format!("{}{n}{}", entry.before, entry.after);
+        // Like Redis: a message nobody listens to is dropped, and not even copied.
+        let published = (inner.published.receiver_count() > 0).then(|| text.clone());
+        let log = match inner.live_entry(entry.log, now) {
+            Some(log) => log,
+            None => inner.entries.entry(entry.log.to_owned()).or_insert(Entry {
+                value: Value::List(VecDeque::new()),
                 expires_at: None,
             }),
         };
-        match &mut entry.value {
-            Value::Counter(n) => {
-                *n += 1;
-                Ok(*n)
-            }
-            _ => anyhow::bail!("key {key} does not hold a counter"),
+        let Value::List(list) = &mut log.value else {
+            anyhow::bail!("key {} does not hold a list", entry.log);
+        };
+        list.push_front(text);
+        list.truncate(entry.max_len);
+        if let Some(text) = published {
+            let _ = inner.published.send((entry.log.to_owned(), text));
         }
+        Ok(Some(n))
     }
 }
 

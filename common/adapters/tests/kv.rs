@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
-use missive_adapters::kv::{Kv, MemoryKv, RedisKv};
+use missive_adapters::kv::{Kv, LogEntry, MemoryKv, RedisKv};
 
 fn redis_url() -> String {
     std::env::var("MISSIVE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
@@ -202,9 +202,37 @@ both!(
 );
 
 both!(
-    plain_counters_count_and_never_expire,
+    log_entries_are_numbered_kept_capped_published_and_appended_once,
     |kv: Arc<dyn Kv>| async move {
-        assert_eq!(kv.incr("seq").await.unwrap(), 1);
-        assert_eq!(kv.incr("seq").await.unwrap(), 2);
+        let mut live = kv.subscribe_prefix("log:").await.unwrap();
+        let entry = |once| LogEntry {
+            log: "log:a",
+            max_len: 2,
+            counter: "log_seq:a",
+            once,
+            before: "{\"id\":",
+            after: ",\"x\":1}",
+        };
+        assert_eq!(kv.append_to_log(entry(None)).await.unwrap(), Some(1));
+        let once = Some(("seen:e1", Duration::from_secs(60)));
+        assert_eq!(kv.append_to_log(entry(once)).await.unwrap(), Some(2));
+        // The same event again: nothing written, nothing numbered.
+        assert_eq!(kv.append_to_log(entry(once)).await.unwrap(), None);
+        assert_eq!(kv.append_to_log(entry(None)).await.unwrap(), Some(3));
+        assert_eq!(
+            kv.list_front("log:a", 10).await.unwrap(),
+            [r#"{"id":3,"x":1}"#, r#"{"id":2,"x":1}"#]
+        );
+        let pair = |n: u64| Some(("log:a".to_owned(), format!(r#"{{"id":{n},"x":1}}"#)));
+        assert_eq!(next(&mut live).await, pair(1));
+        assert_eq!(next(&mut live).await, pair(2));
+        assert_eq!(next(&mut live).await, pair(3));
+        // Another log counts on its own.
+        let other = LogEntry {
+            log: "log:b",
+            counter: "log_seq:b",
+            ..entry(None)
+        };
+        assert_eq!(kv.append_to_log(other).await.unwrap(), Some(1));
     }
 );

@@ -9,7 +9,8 @@ pub mod live;
 use std::sync::Arc;
 use std::time::Duration;
 
-use missive_adapters::kv::Kv;
+use anyhow::Context as _;
+use missive_adapters::kv::{Kv, LogEntry};
 use missive_core::domain::Username;
 use missive_core::event::{AttributesReader as _, CloudEvent, EventExt as _, EventKind};
 use missive_core::time::{now_millis, rfc3339_millis};
@@ -89,33 +90,39 @@ impl ActivityLog {
         format!("{CHANNEL_PREFIX}{user}")
     }
 
-    /// Appends the entry for `event` once per `source`+`id`, and publishes it live.
+    /// Appends the entry for `event` once per `source`+`id`, numbered, and publishes it
+    /// live: one atomic step of the store (one Redis round trip), so a failure leaves
+    /// nothing behind and the sender's retry records it.
     pub async fn record(
         &self,
         user: &Username,
         event: &CloudEvent,
-        mut entry: Entry,
+        entry: &Entry,
     ) -> anyhow::Result<Recorded> {
         let dedup_key = format!("seen:{}:{}", event.source(), event.id());
-        if !self.kv.set_nx_ex(&dedup_key, "1", DEDUP_WINDOW).await? {
-            return Ok(Recorded::Duplicate);
-        }
         let key = Self::list_key(user);
-        let appended = async {
-            entry.id = self.kv.incr(&format!("activity_seq:{user}")).await?;
-            let json = serde_json::to_string(&entry)?;
-            self.kv.push_front_capped(&key, &json, MAX_ENTRIES).await?;
-            self.kv.publish(&key, &json).await
-        }
-        .await;
-        if let Err(err) = appended {
-            // Forget the id so the sender's retry records it; at-least-once, not at-most.
-            if let Err(undo) = self.kv.del(&dedup_key).await {
-                tracing::warn!(error = format!("{undo:#}"), "could not forget event id");
-            }
-            return Err(err);
-        }
-        Ok(Recorded::New)
+        let counter = format!("activity_seq:{user}");
+        // The store numbers the entry: its JSON is split where the number goes (`id` is
+        // the first field).
+        let json = serde_json::to_string(entry)?;
+        let rest = json
+            .strip_prefix(r#"{"id":0"#)
+            .context("an entry's JSON starts with its id")?;
+        let appended = self
+            .kv
+            .append_to_log(LogEntry {
+                log: &key,
+                max_len: MAX_ENTRIES,
+                counter: &counter,
+                once: Some((&dedup_key, DEDUP_WINDOW)),
+                before: r#"{"id":"#,
+                after: rest,
+            })
+            .await?;
+        Ok(match appended {
+            Some(_) => Recorded::New,
+            None => Recorded::Duplicate,
+        })
     }
 
     /// The newest `limit` entries.
@@ -168,7 +175,7 @@ pub async fn record_event(state: &AppState, event: &CloudEvent) -> Result<(), Ap
         ),
         detail: event.json_data().map_err(ApiError::InvalidEvent)?,
     };
-    match state.activity.record(&user, event, entry).await? {
+    match state.activity.record(&user, event, &entry).await? {
         Recorded::New => tracing::debug!(event.id = %event.id(), "recorded"),
         Recorded::Duplicate => tracing::debug!(event.id = %event.id(), "duplicate ignored"),
     }

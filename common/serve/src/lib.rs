@@ -17,9 +17,11 @@
 //!   [`observed`] (the layers), [`serve_until`], [`bind`], [`cancel_on_signal`].
 //! - [`error`]: [`ApiError`], the one error type handlers return, and its JSON shape.
 //! - [`extract`]: request extractors that reject in that shape.
+//! - `idle`: the header-read timeout (a watchdog per connection).
 
 pub mod error;
 pub mod extract;
+mod idle;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
@@ -65,8 +67,9 @@ pub struct ConnectionLimits {
     /// Connections served at once; one more is answered 503 `overloaded` and closed.
     pub max_connections: usize,
     /// Time a client has to send a request's headers (the first on a connection, and
-    /// each next one on a kept-alive connection); then the connection is closed. A
-    /// client that opens connections and trickles bytes holds nothing for long.
+    /// each next one on a kept-alive connection); then, within half as long again, the
+    /// connection is closed. A client that opens connections and trickles bytes holds
+    /// nothing for long.
     pub header_read_timeout: Duration,
 }
 
@@ -232,10 +235,8 @@ pub async fn serve_until(serving: Serving) -> anyhow::Result<()> {
     let open = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+    // No hyper timer for HTTP/1: it would arm its 30 s header-read timeout, a timer per
+    // request. `idle::watchdog` times headers out instead, off the request path.
     builder.http2().timer(TokioTimer::new());
     loop {
         let accepted = tokio::select! {
@@ -256,23 +257,38 @@ pub async fn serve_until(serving: Serving) -> anyhow::Result<()> {
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let activity = Arc::new(idle::Activity::default());
+        let watched = Arc::downgrade(&activity);
+        let app = app.clone();
         let service =
-            app.clone()
-                .map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(ConnectInfo(peer));
-                    req.map(axum::body::Body::new)
-                });
-        let service = hyper_util::service::TowerToHyperService::new(service);
+            hyper::service::service_fn(move |req: axum::http::Request<hyper::body::Incoming>| {
+                let in_flight = idle::InFlight::start(&activity);
+                let mut req = req.map(axum::body::Body::new);
+                req.extensions_mut().insert(ConnectInfo(peer));
+                let response = app.clone().oneshot(req);
+                async move {
+                    let response = response.await?;
+                    Ok::<_, std::convert::Infallible>(response.map(|body| idle::Watched {
+                        body,
+                        _in_flight: in_flight,
+                    }))
+                }
+            });
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let connection = graceful.watch(connection);
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             if let Err(err) = connection.await {
                 tracing::debug!(error = %err, "connection ended with an error");
             }
             drop(permit);
         });
+        tokio::spawn(idle::watchdog(
+            watched,
+            limits.header_read_timeout,
+            task.abort_handle(),
+        ));
     }
     // Stop accepting (new connections are refused by the kernel), then drain.
     drop(listener);

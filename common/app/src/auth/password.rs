@@ -14,15 +14,19 @@
 //! until the request timeout. A hash that would wait more than [`MAX_WAIT`] for a CPU
 //! is refused at once with [`Busy`] (503 `overloaded` with `Retry-After`), judged from
 //! the queue ahead of it and the measured time of a hash, and never waits past
-//! [`MAX_WAIT`] anyway.
+//! [`MAX_WAIT`] anyway. And a client that failed recently (a guesser, most likely)
+//! queues behind every other ([`Priority`]), so a flood delays the owner's login by
+//! about one hash, not by the flood's queue.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{LazyLock, Mutex};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
+use tokio::sync::oneshot;
 
 use missive_core::domain::Password;
 
@@ -35,10 +39,7 @@ fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
 }
 
-static HASHING: LazyLock<tokio::sync::Semaphore> =
-    LazyLock::new(|| tokio::sync::Semaphore::new(cpus()));
-
-/// Argon2 working memory, one buffer per permit of [`HASHING`], allocated on first use.
+/// Argon2 working memory, one buffer per CPU slot of [`GATE`], allocated on first use.
 static BUFFERS: Mutex<Vec<Vec<Block>>> = Mutex::new(Vec::new());
 
 /// The longest a hash waits for a CPU before the request is answered 503 instead: with
@@ -50,29 +51,18 @@ pub const MAX_WAIT: Duration = Duration::from_millis(800);
 #[error("password hashing is busy")]
 pub struct Busy;
 
-/// Hashes queued or running in this process.
-static IN_LINE: AtomicUsize = AtomicUsize::new(0);
-
 /// Moving average of one hash's time on a CPU, microseconds (starts at a typical 30 ms).
 static HASH_MICROS: AtomicU64 = AtomicU64::new(30_000);
 
-/// Leaves the line when dropped, whatever happened.
-struct InLine;
-
-impl Drop for InLine {
-    fn drop(&mut self) {
-        IN_LINE.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// How long a check may wait: a client that has failed recently (a guesser, most likely)
-/// gives up its place sooner, so that under a flood the line stays short enough for
-/// everyone else.
+/// Where a check stands in the line for a CPU. Under a flood, the guessers (clients that
+/// failed recently) are [`Priority::Low`]: every waiting [`Priority::Normal`] check gets
+/// a CPU before any of them, and they give up sooner, so a client that has not failed
+/// waits at most for the hashes already running and the other normal checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Priority {
-    /// Up to [`MAX_WAIT`].
+    /// First in line; waits up to [`MAX_WAIT`].
     Normal,
-    /// Up to half of it.
+    /// After every normal check; waits up to half of [`MAX_WAIT`].
     Low,
 }
 
@@ -85,18 +75,95 @@ impl Priority {
     }
 }
 
-/// Joins the line, or refuses when the expected wait is over `max_wait`.
-fn join_line(max_wait: Duration) -> Result<InLine, Busy> {
-    let ahead = IN_LINE.fetch_add(1, Ordering::Relaxed);
-    let guard = InLine;
-    // Those ahead run `cpus()` at a time; this one starts when enough of them are done.
-    let rounds = (ahead / cpus()) as u64;
-    let expected =
-        Duration::from_micros(rounds.saturating_mul(HASH_MICROS.load(Ordering::Relaxed)));
-    if expected > max_wait {
-        return Err(Busy);
+/// The CPUs for hashing, one [`Slot`] each, handed to waiters by [`Priority`], first come
+/// first served within one priority. (A semaphore serves strictly in arrival order, which
+/// put the owner's login behind a flood's queue.)
+static GATE: LazyLock<Mutex<Gate>> = LazyLock::new(|| {
+    Mutex::new(Gate {
+        free: cpus(),
+        normal: VecDeque::new(),
+        low: VecDeque::new(),
+    })
+});
+
+struct Gate {
+    free: usize,
+    normal: VecDeque<oneshot::Sender<Slot>>,
+    low: VecDeque<oneshot::Sender<Slot>>,
+}
+
+fn gate() -> MutexGuard<'static, Gate> {
+    // The state stays consistent whatever panicked while holding it (each change is one
+    // push, pop or count).
+    GATE.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One CPU for one hash; handed to the next waiter (or freed) when dropped.
+struct Slot;
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut gate = gate();
+        loop {
+            let next = gate.normal.pop_front().or_else(|| gate.low.pop_front());
+            let Some(waiter) = next else {
+                gate.free += 1;
+                return;
+            };
+            match waiter.send(Slot) {
+                Ok(()) => return,
+                // That waiter gave up; the slot is still this one's to hand on (dropping
+                // it here would lock the gate again).
+                Err(slot) => std::mem::forget(slot),
+            }
+        }
     }
-    Ok(guard)
+}
+
+/// A CPU slot for `priority`, or [`Busy`] at once when the wait ahead (the checks served
+/// first, `cpus()` at a time, after the running ones) is over its limit, or [`Busy`] when
+/// the limit passes while waiting.
+async fn acquire(priority: Priority) -> Result<Slot, Busy> {
+    let max_wait = priority.max_wait();
+    let waiting = {
+        let mut gate = gate();
+        if gate.free > 0 && gate.normal.is_empty() && gate.low.is_empty() {
+            gate.free -= 1;
+            return Ok(Slot);
+        }
+        // Waiters that gave up are still queued until a slot skips them; count only the
+        // live ones.
+        gate.normal.retain(|waiter| !waiter.is_closed());
+        gate.low.retain(|waiter| !waiter.is_closed());
+        // A free slot is never left while someone waits (a released slot goes to the next
+        // waiter), so free slots here mean only given-up waiters were queued.
+        if gate.free > 0 {
+            gate.free -= 1;
+            return Ok(Slot);
+        }
+        let ahead = match priority {
+            Priority::Normal => gate.normal.len(),
+            Priority::Low => gate.normal.len() + gate.low.len(),
+        };
+        // Every CPU is busy: at least the running hashes must finish first.
+        let rounds = (ahead / cpus()) as u64 + 1;
+        let expected =
+            Duration::from_micros(rounds.saturating_mul(HASH_MICROS.load(Ordering::Relaxed)));
+        if expected > max_wait {
+            return Err(Busy);
+        }
+        let (tx, rx) = oneshot::channel();
+        match priority {
+            Priority::Normal => gate.normal.push_back(tx),
+            Priority::Low => gate.low.push_back(tx),
+        }
+        rx
+    };
+    match tokio::time::timeout(max_wait, waiting).await {
+        Ok(Ok(slot)) => Ok(slot),
+        // Timed out: the queued sender is skipped (its slot goes to the next waiter).
+        Ok(Err(_)) | Err(_) => Err(Busy),
+    }
 }
 
 fn record_hash_time(took: Duration) {
@@ -107,18 +174,15 @@ fn record_hash_time(took: Duration) {
 }
 
 /// Runs `work` with a memory buffer of at least `blocks` blocks, on the blocking pool and
-/// within [`HASHING`]'s bound; [`Busy`] when that would mean waiting over [`MAX_WAIT`].
+/// holding a CPU slot of [`GATE`]; [`Busy`] when that would mean waiting over [`MAX_WAIT`].
 async fn with_memory<T: Send + 'static>(
     blocks: usize,
     priority: Priority,
     work: impl FnOnce(&mut [Block]) -> anyhow::Result<T> + Send + 'static,
 ) -> anyhow::Result<T> {
-    let _line = join_line(priority.max_wait())?;
-    let _permit = match tokio::time::timeout(priority.max_wait(), HASHING.acquire()).await {
-        Ok(permit) => permit.context("hashing semaphore")?,
-        Err(_) => return Err(Busy.into()),
-    };
+    let slot = acquire(priority).await?;
     tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         let started = Instant::now();
         let pooled = BUFFERS
             .lock()
@@ -308,5 +372,66 @@ mod tests {
             "{pooled} buffers for {} CPUs",
             cpus()
         );
+    }
+
+    /// The owner's login under a flood: a normal check waits for the running hashes
+    /// only, not for the low-priority ones queued before it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_normal_check_goes_before_the_low_ones_waiting() {
+        let timed = |priority| async move {
+            let result = verify_as(Some(password("wrong horse battery")), None, priority).await;
+            (result.is_ok(), Instant::now())
+        };
+        // Every CPU busy and a line of low-priority checks behind them.
+        let low: Vec<_> = (0..3 * cpus())
+            .map(|_| tokio::spawn(timed(Priority::Low)))
+            .collect();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let (normal_ok, normal_done) = timed(Priority::Normal).await;
+        assert!(normal_ok, "the normal check was refused");
+        let mut low_done = Vec::new();
+        for task in low {
+            let (ok, done) = task.await.unwrap();
+            if ok {
+                low_done.push(done);
+            }
+        }
+        let after = low_done.iter().filter(|done| **done > normal_done).count();
+        assert!(
+            after >= cpus(),
+            "only {after} of {} low checks finished after the normal one",
+            low_done.len()
+        );
+    }
+
+    /// A check that would wait past its limit is refused at once, and a refused waiter
+    /// does not keep a CPU slot: afterwards every slot is free again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refused_and_finished_checks_give_every_slot_back() {
+        let checks: Vec<_> = (0..60 * cpus())
+            .map(|_| {
+                tokio::spawn(verify_as(
+                    Some(password("wrong horse battery")),
+                    None,
+                    Priority::Low,
+                ))
+            })
+            .collect();
+        let mut busy = 0;
+        for check in checks {
+            if let Err(err) = check.await.unwrap() {
+                assert!(err.is::<Busy>(), "{err:#}");
+                busy += 1;
+            }
+        }
+        assert!(busy > 0, "60 hashes per CPU should overflow 400 ms");
+        // Other tests of this binary may hash at the same time; wait for them.
+        for _ in 0..100 {
+            if gate().free == cpus() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("{} of {} slots free", gate().free, cpus());
     }
 }
