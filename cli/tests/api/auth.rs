@@ -550,6 +550,29 @@ async fn a_login_flood_is_answered_503_instead_of_queued() {
         .await
         .unwrap();
     assert_eq!(counted[0].0, 0, "a 503 counted against {key}");
+    // But it does count as an attempt: a client that retries at once after its 503 does
+    // not go ahead of those waiting their turn for a CPU...
+    let ip = format!("10.9.{}.{}", i / 250, i % 250 + 1);
+    let attempts = |key: String| {
+        let kv = app.state.kv.clone();
+        async move {
+            kv.incr_windows(&[missive_adapters::kv::Counter {
+                key: &key,
+                by: 0,
+                ttl: Duration::from_secs(60),
+            }])
+            .await
+            .unwrap()[0]
+                .0
+        }
+    };
+    let key = format!("login_attempts_client:{ip}");
+    assert_eq!(attempts(key.clone()).await, 1);
+    // ...until it logs in.
+    app.signup("flooded").await;
+    let res = app.login_from(&ip, "flooded", "correct horse").await;
+    assert_eq!(res.status, StatusCode::OK);
+    assert_eq!(attempts(key).await, 0);
     let slowest = answers.iter().map(|(_, took)| *took).max().unwrap();
     assert!(
         slowest < Duration::from_secs(10),

@@ -39,6 +39,10 @@ pub const ATTEMPT_WINDOW: Duration = Duration::from_secs(15 * 60);
 /// The window of the global failure count (`LOGIN_FAILURES_GLOBAL_PER_MINUTE`).
 pub const GLOBAL_WINDOW: Duration = Duration::from_secs(60);
 
+/// Window of a client's unanswered login attempts, which decide its place in the line
+/// for a CPU (see `password::Priority`).
+pub const PRIORITY_WINDOW: Duration = Duration::from_secs(60);
+
 /// The window of the signup count per client (`SIGNUPS_PER_CLIENT_PER_HOUR`).
 pub const SIGNUP_WINDOW: Duration = Duration::from_secs(3600);
 
@@ -184,6 +188,10 @@ pub async fn login(
     // Count the attempt before checking it, atomically, so parallel guesses cannot slip
     // in between a check and an increment; a success takes it back.
     let client_key = format!("login_failures_client:{}", client.0);
+    // Every attempt of this client not followed by a success, refused ones included: a
+    // client refused for lack of CPU retries at once, and must not then go ahead of those
+    // who wait their turn.
+    let attempts_key = format!("login_attempts_client:{}", client.0);
     let pair_key = parsed
         .as_ref()
         .ok()
@@ -199,6 +207,11 @@ pub async fn login(
             by: 0,
             ttl: GLOBAL_WINDOW,
         },
+        Counter {
+            key: &attempts_key,
+            by: 1,
+            ttl: PRIORITY_WINDOW,
+        },
     ];
     if let Some(pair_key) = &pair_key {
         counters.push(Counter {
@@ -210,7 +223,8 @@ pub async fn login(
     let counted = state.kv.incr_windows(&counters).await?;
     let (by_client, client_left) = counted[0];
     let (global, global_left) = counted[1];
-    let (by_pair, pair_left) = counted.get(2).copied().unwrap_or((0, ATTEMPT_WINDOW));
+    let (attempts, _) = counted[2];
+    let (by_pair, pair_left) = counted.get(3).copied().unwrap_or((0, ATTEMPT_WINDOW));
     let refused = if by_pair > config.login_failures_per_account {
         Some(pair_left)
     } else if by_client > config.login_failures_per_client {
@@ -223,12 +237,20 @@ pub async fn login(
     if let Some(retry_after) = refused {
         return Err(ApiError::TooManyAttempts { retry_after });
     }
-    let take_back = async |pair_by: i64| {
+    // `success`: the attempts count starts over too.
+    let take_back = async |pair_by: i64, success: bool| {
         let mut counters = vec![Counter {
             key: &client_key,
             by: -1,
             ttl: ATTEMPT_WINDOW,
         }];
+        if success {
+            counters.push(Counter {
+                key: &attempts_key,
+                by: -i64::try_from(attempts).unwrap_or(i64::MAX),
+                ttl: PRIORITY_WINDOW,
+            });
+        }
         if let Some(pair_key) = &pair_key {
             counters.push(Counter {
                 key: pair_key,
@@ -238,8 +260,9 @@ pub async fn login(
         }
         state.kv.incr_windows(&counters).await.map(drop)
     };
-    // A client that failed before waits less for a CPU (see `password::Priority`).
-    let priority = if by_client > 1 || by_pair > 1 {
+    // A client that tried before without success (failed, or was refused and retries)
+    // waits behind the others for a CPU (see `password::Priority`).
+    let priority = if attempts > 1 || by_client > 1 || by_pair > 1 {
         password::Priority::Low
     } else {
         password::Priority::Normal
@@ -266,7 +289,7 @@ pub async fn login(
         Err(err) => {
             // Nothing was checked (hashing is busy, the database is down): the attempt is
             // not held against the client.
-            if let Err(undo) = take_back(1).await {
+            if let Err(undo) = take_back(1, false).await {
                 tracing::warn!(
                     error = format!("{undo:#}"),
                     "could not take back a login attempt"
@@ -277,7 +300,7 @@ pub async fn login(
     };
     // Not a failure after all: this client's attempt is taken back, its count for this
     // account starts over.
-    take_back(i64::try_from(by_pair).unwrap_or(i64::MAX)).await?;
+    take_back(i64::try_from(by_pair).unwrap_or(i64::MAX), true).await?;
     if let Some(old) = previous {
         state.sessions.delete(&old).await?;
     }
