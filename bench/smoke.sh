@@ -35,6 +35,7 @@ step image_size.sh env BIN_DIR="$debug" bash bench/image_size.sh
 step rss_under_load.sh env DURATION=1 bash bench/rss_under_load.sh "$debug"
 step ingest.py python3 bench/ingest.py "$debug/missive" 200 100 2
 step ab_alternating.sh env ROUNDS=2 DURATION=1 bash bench/ab_alternating.sh "$debug/missive" "$debug/missive"
+step ab_instructions.sh bash bench/ab_instructions.sh "$debug/missive" "$debug/missive" 40
 step login_flood.py python3 bench/login_flood.py "$debug/missive" 20 2
 step soak.py env INTERVAL=2 python3 bench/soak.py "$debug/missive" 4 50
 echo "bench: every script ran"
