@@ -150,6 +150,30 @@ fn dev_runs_on_mariadb_and_redis_creating_the_database() {
     dev::drop_database(&name);
 }
 
+/// A TLS-only Redis, trusted the standard way: the CA in `SSL_CERT_FILE` (one bundle for
+/// every backend), no Redis-specific setting.
+#[test]
+fn dev_runs_on_a_tls_only_redis_trusted_through_ssl_cert_file() {
+    let pki = missive_testkit::tls::Pki::new(&["localhost"]);
+    let redis = missive_testkit::tls::TlsRedis::start(&pki);
+    let name = format!("missive_test_dev_tls_{}", std::process::id());
+    let mut cmd = dev::missive();
+    cmd.env("DATABASE_URL", format!("{}/{name}", dev::mysql_server()))
+        .env("REDIS_URL", format!("rediss://localhost:{}", redis.port))
+        .env("SSL_CERT_FILE", &pki.ca);
+    let server = Dev::start(cmd);
+    assert!(ready(&server));
+    let cookie = server.signup("tlsuser");
+    assert_eq!(
+        server
+            .request("GET", "/api/auth/me", Some(&cookie), None)
+            .status,
+        200
+    );
+    server.stop();
+    dev::drop_database(&name);
+}
+
 #[test]
 fn migrate_creates_and_migrates_idempotently() {
     let name = format!("missive_test_migrate_{}", std::process::id());

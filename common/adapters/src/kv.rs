@@ -95,12 +95,23 @@ pub struct Counter<'a> {
 }
 
 /// Builds the store from config: Redis when a URL is given, in-process otherwise.
-/// `timeout` bounds connecting to Redis and each command (see [`RedisKv::new`]).
-pub fn from_url(url: Option<&str>, prefix: &str, timeout: Duration) -> anyhow::Result<Arc<dyn Kv>> {
+pub fn from_url(url: Option<&str>, options: &RedisOptions) -> anyhow::Result<Arc<dyn Kv>> {
     Ok(match url {
-        Some(url) => Arc::new(RedisKv::new(url, prefix, timeout)?),
+        Some(url) => Arc::new(RedisKv::with_options(url, options)?),
         None => Arc::new(MemoryKv::default()),
     })
+}
+
+/// How [`RedisKv`] connects, besides its URL.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    /// Prefix of every key and channel.
+    pub prefix: String,
+    /// Bounds connecting and each command (see [`RedisKv::new`]).
+    pub timeout: Duration,
+    /// PEM CA bundle that signs the server's certificate (`rediss://`), instead of the
+    /// system's (which `SSL_CERT_FILE` and `SSL_CERT_DIR` change).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// Redis, through a lazily created, auto-reconnecting connection.
@@ -132,13 +143,46 @@ impl RedisKv {
     /// long, and the request is answered 503 (errors are marked
     /// [`missive_core::Unavailable`]) instead of waiting for the request timeout.
     pub fn new(url: &str, prefix: &str, timeout: Duration) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url).context("REDIS_URL is not a valid Redis URL")?;
+        Self::with_options(
+            url,
+            &RedisOptions {
+                prefix: prefix.to_owned(),
+                timeout,
+                ca_file: None,
+            },
+        )
+    }
+
+    /// [`RedisKv::new`] with every option. A `rediss://` URL connects over TLS and
+    /// verifies the server's certificate and name; there is no way to turn that off.
+    pub fn with_options(url: &str, options: &RedisOptions) -> anyhow::Result<Self> {
+        let tls = url.starts_with("rediss://");
+        if tls {
+            // rustls, built without a default: ring, as for the other TLS clients here.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let client = match &options.ca_file {
+            Some(path) if tls => {
+                let pem = std::fs::read(path)
+                    .with_context(|| format!("reading REDIS_CA_FILE {}", path.display()))?;
+                redis::Client::build_with_tls(
+                    url,
+                    redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(pem),
+                    },
+                )
+            }
+            Some(_) => anyhow::bail!("REDIS_CA_FILE is set but REDIS_URL is not rediss://"),
+            None => redis::Client::open(url),
+        }
+        .context("REDIS_URL is not a valid Redis URL")?;
         Ok(Self {
             client,
             conn: OnceCell::new(),
             version_ok: OnceCell::new(),
-            prefix: prefix.to_owned(),
-            timeout,
+            prefix: options.prefix.clone(),
+            timeout: options.timeout,
         })
     }
 

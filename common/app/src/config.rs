@@ -30,10 +30,17 @@ pub struct Config {
     #[arg(long, env = "BACKEND_TIMEOUT_MS", default_value_t = 1000)]
     pub backend_timeout_ms: u64,
 
-    /// `redis://host:6379`. Unset means an in-process store, which is only correct when
+    /// `redis://host:6379`, or `rediss://host:6380` for TLS (the server's certificate is
+    /// verified against the system's CAs, `SSL_CERT_FILE`/`SSL_CERT_DIR` included, or
+    /// `REDIS_CA_FILE`). Unset means an in-process store, which is only correct when
     /// every function runs in one process (`missive dev`).
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<SecretString>,
+
+    /// PEM file of the CA(s) that sign the Redis server's certificate (`rediss://`),
+    /// instead of the system's.
+    #[arg(long, env = "REDIS_CA_FILE")]
+    pub redis_ca_file: Option<std::path::PathBuf>,
 
     /// Prefix of every Redis key and channel, so several deployments (or tests) can share
     /// one Redis.

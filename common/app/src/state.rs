@@ -86,8 +86,11 @@ impl AppState {
         )?;
         let kv = missive_adapters::kv::from_url(
             config.redis_url.as_ref().map(|u| u.expose_secret()),
-            &config.redis_key_prefix,
-            config.backend_timeout(),
+            &missive_adapters::kv::RedisOptions {
+                prefix: config.redis_key_prefix.clone(),
+                timeout: config.backend_timeout(),
+                ca_file: config.redis_ca_file.clone(),
+            },
         )?;
         Ok(Self {
             outbox: Outbox::new(db.clone(), transport.clone()),

@@ -16,6 +16,7 @@
 pub mod oidc;
 pub mod process;
 pub mod proxy;
+pub mod tls;
 
 /// An OTLP/HTTP receiver for tests.
 pub mod otlp {
