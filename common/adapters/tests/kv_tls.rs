@@ -2,6 +2,8 @@
 //! with certificates made by the test: the server is verified, by CA and by name, and a
 //! refusal says which backend refused and why.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::PathBuf;
 use std::time::Duration;
 
