@@ -16,32 +16,6 @@ command -v valgrind >/dev/null 2>&1 || { apt-get update -qq && apt-get install -
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
 
-# Sends `count` requests (`method` /api/messages) on `connections` keep-alive connections.
-load() {
-  python3 - "$@" <<'PY'
-import http.client, json, sys, threading
-port, cookie, method, count, connections = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-body = json.dumps({"text": "benchmark message with a few words to index 안녕하세요"}) if method == "POST" else None
-expected = 201 if method == "POST" else 200
-failures = []
-def run(n):
-    c = http.client.HTTPConnection("127.0.0.1", port)
-    for _ in range(n):
-        c.request(method, "/api/messages", body=body,
-                  headers={"cookie": cookie, "content-type": "application/json"})
-        r = c.getresponse()
-        r.read()
-        if r.status != expected:
-            failures.append(r.status)
-            return
-threads = [threading.Thread(target=run, args=(count // connections,)) for _ in range(connections)]
-for t in threads: t.start()
-for t in threads: t.join()
-if failures:
-    sys.exit(f"{method} /api/messages answered {failures}")
-PY
-}
-
 # Instructions per request of `binary` for `method`, over every thread.
 measure() {
   local label=$1 binary=$2 method=$3 work port dev cookie
@@ -54,10 +28,10 @@ measure() {
   for _ in $(seq 1 600); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.2; done
   cookie=$(bench_user "$port")
   # Warm up (caches, pools, lazily built parts), then count only the load.
-  load "$port" "$cookie" "$method" 200 1
+  keepalive_load "$port" "$cookie" "$method" 200 1
   sleep 2
   callgrind_control -i on "$dev" >/dev/null 2>&1
-  load "$port" "$cookie" "$method" "$requests" 4
+  keepalive_load "$port" "$cookie" "$method" "$requests" 4
   # Let the events the load published be handled (activity log) within the count.
   sleep 2
   callgrind_control -d "$dev" >/dev/null 2>&1

@@ -21,30 +21,6 @@ sink=$!
 results=$(mktemp)
 trap 'kill $sink 2>/dev/null || true; rm -f "$results"' EXIT
 
-# GETs `count` pages of messages on `connections` keep-alive connections.
-load() {
-  python3 - "$1" "$2" "$3" "$4" <<'PY'
-import http.client, sys, threading
-port, cookie, count, connections = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-failures = []
-def run(n):
-    c = http.client.HTTPConnection("127.0.0.1", port)
-    for _ in range(n):
-        c.request("GET", "/api/messages", headers={"cookie": cookie})
-        r = c.getresponse()
-        r.read()
-        if r.status != 200:
-            # An exception would end only this thread; the script must fail.
-            failures.append(r.status)
-            return
-threads = [threading.Thread(target=run, args=(count // connections,)) for _ in range(connections)]
-for t in threads: t.start()
-for t in threads: t.join()
-if failures:
-    sys.exit(f"GET /api/messages answered {failures}")
-PY
-}
-
 measure() {
   local label=$1 endpoint=$2 work port dev cookie
   work=$(mktemp -d)
@@ -56,10 +32,10 @@ measure() {
   for _ in $(seq 1 600); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.2; done
   cookie=$(bench_user "$port")
   # Warm up (caches, lazily built clients, a first export), then count only the load.
-  load "$port" "$cookie" 200 1
+  keepalive_load "$port" "$cookie" GET 200 1
   sleep 6
   callgrind_control -i on "$dev" >/dev/null 2>&1
-  load "$port" "$cookie" "$requests" 4
+  keepalive_load "$port" "$cookie" GET "$requests" 4
   callgrind_control -d "$dev" >/dev/null 2>&1
   callgrind_control -i off "$dev" >/dev/null 2>&1
   kill "$dev"; wait "$dev" 2>/dev/null || true

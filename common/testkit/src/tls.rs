@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use rcgen::{BasicConstraints, Certificate, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
 /// PEM files in a directory of their own (removed on drop).
 pub struct Pki {
@@ -26,13 +26,7 @@ impl Pki {
     pub fn new(names: &[&str]) -> Self {
         let dir = std::env::temp_dir().join(format!("missive-pki-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).expect("temporary directory");
-        let ca_key = KeyPair::generate().expect("CA key");
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "missive test CA");
-        let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
+        let (ca_cert, ca_params, ca_key) = ca("missive test CA");
         let issuer = Issuer::new(ca_params, ca_key);
         let server_key = KeyPair::generate().expect("server key");
         let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
@@ -40,13 +34,8 @@ impl Pki {
             .expect("server params")
             .signed_by(&server_key, &issuer)
             .expect("server certificate");
-        let other_key = KeyPair::generate().expect("other CA key");
-        let mut other_params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        other_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        other_params
-            .distinguished_name
-            .push(DnType::CommonName, "unrelated test CA");
-        let other_cert = other_params.self_signed(&other_key).expect("other CA");
+        // Another name: a CA with the same name would fail on the signature instead.
+        let (other_cert, _, _) = ca("unrelated test CA");
         let write = |name: &str, pem: String| {
             let path = dir.join(name);
             std::fs::write(&path, pem).expect("writing a PEM file");
@@ -66,6 +55,16 @@ impl Drop for Pki {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A self-signed CA named `name`.
+fn ca(name: &str) -> (Certificate, CertificateParams, KeyPair) {
+    let key = KeyPair::generate().expect("CA key");
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    let cert = params.self_signed(&key).expect("CA certificate");
+    (cert, params, key)
 }
 
 /// A free TCP port on 127.0.0.1.
