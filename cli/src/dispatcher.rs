@@ -22,12 +22,12 @@ use base64::Engine as _;
 use http_body_util::BodyExt;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers as _, Message};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use missive_adapters::events::http_binding;
-use missive_adapters::events::kafka::{self, KafkaPublisher};
+use missive_adapters::events::kafka::{self, KafkaConnection, KafkaContext, KafkaPublisher};
 use missive_core::event::{AttributesReader as _, CloudEvent};
 use missive_telemetry as telemetry;
 use missive_telemetry::SpanExt as _;
@@ -49,8 +49,8 @@ pub struct Sink {
 /// Delivery settings shared by all sinks.
 #[derive(Debug, Clone)]
 pub struct Delivery {
-    /// Kafka bootstrap servers.
-    pub brokers: String,
+    /// How to reach Kafka.
+    pub kafka: KafkaConnection,
     /// Dead-letter topic.
     pub dlq_topic: String,
     /// Attempts per event before it is dead-lettered.
@@ -78,9 +78,12 @@ pub async fn run(
     dlq: Arc<KafkaPublisher>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let consumer: Arc<StreamConsumer> = Arc::new(
-        ClientConfig::new()
-            .set("bootstrap.servers", &delivery.brokers)
+    let context = delivery.kafka.context();
+    let errors = context.errors();
+    let consumer: Arc<StreamConsumer<KafkaContext>> = Arc::new(
+        delivery
+            .kafka
+            .client_config()
             .set("group.id", &sink.group)
             // Offsets are stored by hand once a record's outcome is final, and committed
             // in the background every 200 ms: one commit request per interval instead of
@@ -93,7 +96,7 @@ pub async fn run(
             // Latency over batching: tansu holds a fetch for its full wait even when
             // records arrive, so the default 500 ms became the end-to-end lag.
             .set("fetch.wait.max.ms", "20")
-            .create()
+            .create_with_context(context)
             .context("creating the Kafka consumer")?,
     );
     // Every partition is assigned to this one consumer, from the group's committed
@@ -102,7 +105,8 @@ pub async fn run(
     // member's session to expire.
     let metadata = consumer
         .fetch_metadata(Some(&sink.topic), Duration::from_secs(10))
-        .with_context(|| format!("reading the partitions of {}", sink.topic))?;
+        .with_context(|| format!("reading the partitions of {}", sink.topic))
+        .map_err(|err| errors.explain(err))?;
     let partitions: Vec<i32> = metadata
         .topics()
         .iter()

@@ -12,7 +12,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use missive::dispatcher::{self, Delivery, Sink};
 use missive::registry;
-use missive_adapters::events::kafka::{self, KafkaPublisher};
+use missive_adapters::events::kafka::{self, KafkaConnection, KafkaPublisher};
 use missive_adapters::events::{EventPublisher, HttpSink};
 use missive_adapters::sql::Db;
 use missive_app::config::Config;
@@ -143,16 +143,19 @@ fn main() -> ExitCode {
     }
 }
 
-async fn prepare_database(url: &str, max_connections: u32) -> anyhow::Result<()> {
+async fn prepare_database(config: &Config) -> anyhow::Result<()> {
+    let url = config.database_url()?;
+    let url = url.expose_secret();
     Db::create_if_missing(url).await?;
-    // Migrations may wait on locks a running release holds; only requests need the
-    // short bound.
+    // One connection; migrations may wait on locks a running release holds, so only
+    // requests get the short bounds.
     let db = Db::connect_lazy(
         url,
         missive_adapters::sql::PoolSettings {
-            max_connections,
+            max_connections: 1,
             acquire_timeout: std::time::Duration::from_secs(30),
             statement_timeout: None,
+            ..config.pool_settings()
         },
     )?;
     db.migrate().await?;
@@ -163,20 +166,17 @@ async fn prepare_database(url: &str, max_connections: u32) -> anyhow::Result<()>
 }
 
 async fn migrate(config: Config) -> anyhow::Result<()> {
-    let url = config.database_url.context("DATABASE_URL is required")?;
-    prepare_database(url.expose_secret(), 1).await?;
+    prepare_database(&config).await?;
     tracing::info!("database is migrated");
     Ok(())
 }
 
 async fn dev(mut config: Config, mut dispatch: DispatchArgs) -> anyhow::Result<()> {
     dispatch.site.hsts = config.cookie_secure;
-    let url = config
+    config
         .database_url
-        .get_or_insert_with(|| SecretString::from(DEV_DATABASE_URL))
-        .expose_secret()
-        .to_owned();
-    prepare_database(&url, 1).await?;
+        .get_or_insert_with(|| SecretString::from(DEV_DATABASE_URL));
+    prepare_database(&config).await?;
     let state = AppState::build(config)?;
     if !web::is_built(&dispatch.frontend_dir) {
         tracing::warn!(
@@ -198,8 +198,8 @@ async fn dev(mut config: Config, mut dispatch: DispatchArgs) -> anyhow::Result<(
     );
     let db = state.db.clone();
     let mut tasks = tokio::task::JoinSet::new();
-    if let Some(brokers) = state.config.kafka_brokers.clone() {
-        start_dispatchers(&state, &brokers, &dispatch, &mut tasks).await?;
+    if let Some(kafka) = state.config.kafka()? {
+        start_dispatchers(&state, &kafka, &dispatch, &mut tasks).await?;
     }
     tasks.spawn(relay_every_minute(state.clone()));
     // Loopback only: a development server should not be reachable from the network.
@@ -245,13 +245,13 @@ async fn dev(mut config: Config, mut dispatch: DispatchArgs) -> anyhow::Result<(
 
 async fn start_dispatchers(
     state: &AppState,
-    brokers: &str,
+    kafka: &KafkaConnection,
     dispatch: &DispatchArgs,
     tasks: &mut tokio::task::JoinSet<()>,
 ) -> anyhow::Result<()> {
     let c = &state.config;
     kafka::ensure_topics(
-        brokers,
+        kafka,
         &[
             &c.kafka_events_topic,
             &c.kafka_inbox_topic,
@@ -261,12 +261,12 @@ async fn start_dispatchers(
     )
     .await?;
     let delivery = Arc::new(Delivery {
-        brokers: brokers.to_owned(),
+        kafka: kafka.clone(),
         dlq_topic: c.kafka_dlq_topic.clone(),
         max_attempts: dispatch.dispatch_max_attempts.max(1),
         backoff: Duration::from_millis(dispatch.dispatch_backoff_ms),
     });
-    let dlq = Arc::new(KafkaPublisher::new(brokers, &c.kafka_dlq_topic)?);
+    let dlq = Arc::new(KafkaPublisher::new(kafka, &c.kafka_dlq_topic)?);
     // Each sink gets the layers its Knative service has (HTTP span, limits, timeout), so
     // a delivery here looks like a delivery there.
     let sinks = [Topic::Events, Topic::Inbox].into_iter().flat_map(|topic| {
@@ -324,9 +324,9 @@ async fn publish(config: Config, args: PublishArgs) -> anyhow::Result<()> {
         }],
         _ => anyhow::bail!("give --user and --text, or --file"),
     };
-    let publisher: Box<dyn EventPublisher> = match (&args.http, &config.kafka_brokers) {
+    let publisher: Box<dyn EventPublisher> = match (&args.http, config.kafka()?) {
         (Some(url), _) => Box::new(HttpSink::new(url)?),
-        (None, Some(brokers)) => Box::new(KafkaPublisher::new(brokers, &config.kafka_inbox_topic)?),
+        (None, Some(kafka)) => Box::new(KafkaPublisher::new(&kafka, &config.kafka_inbox_topic)?),
         (None, None) => anyhow::bail!("set KAFKA_BROKERS, or give --http URL"),
     };
     let traceparent = missive_core::trace_context::new_traceparent();

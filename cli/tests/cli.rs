@@ -6,6 +6,8 @@
 #[path = "support/dev.rs"]
 mod dev;
 
+use std::time::Duration;
+
 use dev::Dev;
 
 fn ready(dev: &Dev) -> bool {
@@ -150,28 +152,84 @@ fn dev_runs_on_mariadb_and_redis_creating_the_database() {
     dev::drop_database(&name);
 }
 
-/// A TLS-only Redis, trusted the standard way: the CA in `SSL_CERT_FILE` (one bundle for
-/// every backend), no Redis-specific setting.
+/// Every backend TLS-only (MariaDB with `require_secure_transport` and a `REQUIRE SSL`
+/// user, Redis on `--tls-port` alone, Kafka on a TLS listener), each verified by name
+/// and trusted the standard way: one CA bundle in `SSL_CERT_FILE`, no backend-specific
+/// setting. `missive dev` signs up, posts, and sees the activity that went through
+/// Kafka; then every function binary starts on the same settings and is ready.
 #[test]
-fn dev_runs_on_a_tls_only_redis_trusted_through_ssl_cert_file() {
-    let pki = missive_testkit::tls::Pki::new(&["localhost"]);
-    let redis = missive_testkit::tls::TlsRedis::start(&pki);
-    let name = format!("missive_test_dev_tls_{}", std::process::id());
+fn dev_and_every_function_run_on_tls_only_mariadb_redis_and_kafka() {
+    use missive_testkit::tls::{Pki, TlsKafka, TlsMariaDb, TlsRedis};
+    let pki = Pki::new(&["localhost"]);
+    let (mariadb, redis) = (TlsMariaDb::start(&pki), TlsRedis::start(&pki));
+    let kafka = TlsKafka::start(&pki, "localhost", false);
+    let env = [
+        (
+            "DATABASE_URL",
+            format!(
+                "{}?ssl-mode=verify_identity",
+                mariadb.url("localhost", "missive")
+            ),
+        ),
+        ("REDIS_URL", format!("rediss://localhost:{}", redis.port)),
+        ("KAFKA_BROKERS", format!("localhost:{}", kafka.port)),
+        ("KAFKA_SECURITY_PROTOCOL", "ssl".to_owned()),
+        ("SSL_CERT_FILE", pki.ca.to_str().unwrap().to_owned()),
+    ];
     let mut cmd = dev::missive();
-    cmd.env("DATABASE_URL", format!("{}/{name}", dev::mysql_server()))
-        .env("REDIS_URL", format!("rediss://localhost:{}", redis.port))
-        .env("SSL_CERT_FILE", &pki.ca);
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
     let server = Dev::start(cmd);
     assert!(ready(&server));
     let cookie = server.signup("tlsuser");
-    assert_eq!(
-        server
-            .request("GET", "/api/auth/me", Some(&cookie), None)
-            .status,
-        200
+    let res = server.request(
+        "POST",
+        "/api/messages",
+        Some(&cookie),
+        Some(r#"{"text":"over TLS all the way"}"#),
     );
+    assert_eq!(res.status, 201, "{}", res.body);
+    // message.created went out to Kafka and came back through the dispatcher.
+    dev::eventually(Duration::from_secs(20), "activity through Kafka", || {
+        server.activity(&cookie) == ["message.created", "user.registered"]
+    });
     server.stop();
-    dev::drop_database(&name);
+
+    let built = std::path::Path::new(env!("CARGO_BIN_EXE_missive"))
+        .parent()
+        .unwrap();
+    for name in missive::registry::names().filter(|name| *name != "web") {
+        let binary = built.join(name);
+        assert!(
+            binary.is_file(),
+            "{} is not built: cargo build --workspace --bins",
+            binary.display()
+        );
+        let port = missive_testkit::tls::free_port();
+        let mut child = std::process::Command::new(&binary)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .env("PORT", port.to_string())
+            .env("LOG_LEVEL", "warn")
+            .env("EVENT_AUTH", "none")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let addr = format!("127.0.0.1:{port}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        let status = loop {
+            let status = dev::get_status(&addr, "/readyz");
+            if status == Some(200) || std::time::Instant::now() > deadline {
+                break status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(
+            status,
+            Some(200),
+            "{name} is not ready on the TLS-only backends"
+        );
+    }
 }
 
 #[test]
@@ -223,7 +281,7 @@ fn migrate_creates_and_migrates_idempotently() {
 fn slow_and_surplus_connections_are_turned_away() {
     use std::io::{Read, Write};
     use std::net::TcpStream;
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
     let dir = std::env::temp_dir().join(format!("missive-dev-conns-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut cmd = dev::missive();

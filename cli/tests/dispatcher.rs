@@ -19,7 +19,7 @@ use axum::routing::post;
 use base64::Engine as _;
 use missive::dispatcher::{self, Delivery, Sink};
 use missive_adapters::events::EventPublisher as _;
-use missive_adapters::events::kafka::{KafkaPublisher, ensure_topics};
+use missive_adapters::events::kafka::{KafkaConnection, KafkaPublisher, ensure_topics};
 use missive_core::event::{AttributesReader as _, CloudEvent, EventExt as _};
 use serde_json::{Value, json};
 use std::process::Command;
@@ -102,10 +102,11 @@ async fn retries_with_backoff_then_dead_letters_the_original_event() {
             .as_millis()
     );
     let (topic, dlq_topic) = (format!("{unique}.inbox"), format!("{unique}.dlq"));
-    ensure_topics(&brokers, &[&topic, &dlq_topic], 1)
+    let kafka = KafkaConnection::plaintext(&brokers);
+    ensure_topics(&kafka, &[&topic, &dlq_topic], 1)
         .await
         .unwrap();
-    let producer = KafkaPublisher::new(&brokers, &topic).unwrap();
+    let producer = KafkaPublisher::new(&kafka, &topic).unwrap();
     let ids = [
         "recovers",
         "conflicts",
@@ -121,7 +122,7 @@ async fn retries_with_backoff_then_dead_letters_the_original_event() {
     let attempts: Attempts = Arc::default();
     let backoff = Duration::from_millis(100);
     let delivery = Arc::new(Delivery {
-        brokers: brokers.clone(),
+        kafka: kafka.clone(),
         dlq_topic: dlq_topic.clone(),
         max_attempts: 3,
         backoff,
@@ -135,7 +136,7 @@ async fn retries_with_backoff_then_dead_letters_the_original_event() {
             .with_state(attempts.clone()),
     };
     let shutdown = CancellationToken::new();
-    let dlq = Arc::new(KafkaPublisher::new(&brokers, &dlq_topic).unwrap());
+    let dlq = Arc::new(KafkaPublisher::new(&kafka, &dlq_topic).unwrap());
     let running = tokio::spawn(dispatcher::run(sink, delivery, dlq, shutdown.clone()));
 
     // Three dead letters (the one that always failed and the two refused); a fourth is

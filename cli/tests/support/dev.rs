@@ -250,6 +250,18 @@ impl Dev {
     }
 }
 
+/// The status of `GET path` on `addr` (`127.0.0.1:port`), or `None` when nothing
+/// answers there yet.
+pub fn get_status(addr: &str, path: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(req.as_bytes()).ok()?;
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).ok()?;
+    raw.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
+
 /// One test's topics, database and key prefix.
 pub struct Setup {
     pub name: String,

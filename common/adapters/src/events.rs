@@ -146,13 +146,13 @@ impl EventPublisher for HttpSink {
 /// to `K_SINK` if set, else the in-process bus (returned separately so consumers in this
 /// process can subscribe to it).
 pub fn transport(
-    kafka_brokers: Option<&str>,
+    kafka: Option<&kafka::KafkaConnection>,
     events_topic: &str,
     k_sink: Option<&str>,
 ) -> anyhow::Result<(Arc<dyn EventPublisher>, Arc<InProcessBus>)> {
     let bus = Arc::new(InProcessBus::default());
-    let publisher: Arc<dyn EventPublisher> = match (kafka_brokers, k_sink) {
-        (Some(brokers), _) => Arc::new(kafka::KafkaPublisher::new(brokers, events_topic)?),
+    let publisher: Arc<dyn EventPublisher> = match (kafka, k_sink) {
+        (Some(kafka), _) => Arc::new(kafka::KafkaPublisher::new(kafka, events_topic)?),
         (None, Some(url)) => Arc::new(HttpSink::new(url)?),
         (None, None) => bus.clone(),
     };

@@ -124,8 +124,13 @@ fn migrator(backend: Backend) -> Migrator {
 /// How a process uses the database.
 #[derive(Debug, Clone, Copy)]
 pub struct PoolSettings {
-    /// Upper bound of open connections.
+    /// Upper bound of open connections. A function sizes it to the requests one instance
+    /// serves at once (its container concurrency): more could never be used, and every
+    /// instance's bound counts against the database's `max_connections`.
     pub max_connections: u32,
+    /// A connection unused this long is closed, so an instance whose traffic dropped
+    /// gives its connections back to the database instead of holding its peak.
+    pub idle_timeout: Duration,
     /// The longest wait for a connection, connecting included: past it, the database is
     /// down or saturated, and a request is answered 503 (see `traced::outage`).
     pub acquire_timeout: Duration,
@@ -171,6 +176,8 @@ impl Db {
         });
         AnyPoolOptions::new()
             .max_connections(settings.max_connections)
+            .min_connections(0)
+            .idle_timeout(settings.idle_timeout)
             .acquire_timeout(settings.acquire_timeout)
             .after_connect(move |conn, _meta| {
                 let limit = limit.clone();
@@ -214,10 +221,12 @@ impl Db {
         }
         if !Any::database_exists(url)
             .await
+            .map_err(connect_error)
             .context("checking the database")?
         {
             Any::create_database(url)
                 .await
+                .map_err(connect_error)
                 .context("creating the database")?;
         }
         Ok(())
@@ -229,6 +238,10 @@ impl Db {
         migrator(self.backend)
             .run(&self.writer)
             .await
+            .map_err(|err| match err {
+                sqlx::migrate::MigrateError::Execute(err) => connect_error(err),
+                other => other.into(),
+            })
             .context("applying migrations")
     }
 
@@ -254,7 +267,7 @@ impl Db {
     /// an older revision on a newer schema is ready (migrations only add).
     pub async fn ping(&self) -> anyhow::Result<()> {
         use std::sync::atomic::Ordering;
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.pool.acquire().await.map_err(connect_error)?;
         if self.schema_current.load(Ordering::Relaxed) {
             conn.ping().await?;
             return Ok(());
@@ -282,6 +295,56 @@ impl Db {
         self.writer.close().await;
         self.pool.close().await;
     }
+}
+
+/// A database error; a TLS failure says which backend it was and where the trust comes from: "invalid peer certificate: UnknownIssuer" alone does not tell an
+/// operator that the MariaDB server's certificate is the one at fault.
+pub fn connect_error(err: sqlx::Error) -> anyhow::Error {
+    // A refused certificate comes back as an I/O error wrapping rustls' error.
+    let tls = match &err {
+        sqlx::Error::Tls(_) => true,
+        sqlx::Error::Io(io) => io
+            .get_ref()
+            .is_some_and(|inner| inner.is::<rustls::Error>()),
+        _ => false,
+    };
+    if !tls {
+        return err.into();
+    }
+    anyhow::Error::new(err).context(
+        "TLS to MariaDB (DATABASE_URL) failed: the server's certificate is checked against \
+         DATABASE_CA_FILE, or else the system's CAs (SSL_CERT_FILE), as its ssl-mode says",
+    )
+}
+
+/// `url` with the CA bundle the server's certificate must chain to (`DATABASE_CA_FILE`):
+/// `ssl-ca=<file>`, and `ssl-mode=verify_identity` unless the URL names a mode, so that
+/// giving a CA means the certificate and the host name are checked. Without `ca_file`, the
+/// URL is used as written (its `ssl-mode` and `ssl-ca`, if any; sqlx's default mode is
+/// `preferred`: TLS when the server offers it, unverified, as the MySQL client does).
+pub fn with_ca_file(url: &str, ca_file: Option<&std::path::Path>) -> anyhow::Result<String> {
+    let Some(ca_file) = ca_file else {
+        return Ok(url.to_owned());
+    };
+    if Backend::from_url(url)? != Backend::MariaDb {
+        anyhow::bail!("DATABASE_CA_FILE is set but DATABASE_URL is not mysql://");
+    }
+    let ca_file = ca_file
+        .to_str()
+        .context("DATABASE_CA_FILE is not a UTF-8 path")?;
+    let mut parsed = url::Url::parse(url).context("DATABASE_URL is not a valid URL")?;
+    let keys: Vec<String> = parsed.query_pairs().map(|(k, _)| k.into_owned()).collect();
+    if keys.iter().any(|k| k == "ssl-ca" || k == "sslca") {
+        anyhow::bail!("DATABASE_CA_FILE is set and DATABASE_URL has ssl-ca too: give one");
+    }
+    {
+        let mut query = parsed.query_pairs_mut();
+        query.append_pair("ssl-ca", ca_file);
+        if !keys.iter().any(|k| k == "ssl-mode" || k == "sslmode") {
+            query.append_pair("ssl-mode", "verify_identity");
+        }
+    }
+    Ok(parsed.into())
 }
 
 /// `db.namespace`: the database name of a MariaDB URL, the file name of a SQLite one.

@@ -22,6 +22,7 @@ async fn mariadb_stops_a_statement_at_the_statement_limit() {
         &server(),
         PoolSettings {
             max_connections: 1,
+            idle_timeout: Duration::from_secs(60),
             acquire_timeout: Duration::from_secs(5),
             statement_timeout: Some(Duration::from_millis(500)),
         },

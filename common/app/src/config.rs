@@ -5,8 +5,12 @@
 
 use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::Args;
-use secrecy::SecretString;
+use missive_adapters::events::kafka::{
+    KafkaConnection, KafkaSecurity, PROP_PREFIX, SaslMechanism, SecurityProtocol,
+};
+use secrecy::{ExposeSecret as _, SecretString};
 
 /// Settings every function shares. Functions embed it with `#[command(flatten)]`.
 #[derive(Debug, Clone, Args)]
@@ -20,9 +24,23 @@ pub struct Config {
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<SecretString>,
 
-    /// Upper bound of the connection pool of this process.
+    /// PEM file of the CA(s) that sign the MariaDB server's certificate. Adds
+    /// `ssl-ca` to `DATABASE_URL`, and `ssl-mode=verify_identity` unless the URL gives a
+    /// mode (`required`: encrypted, not verified; `verify_ca`: the CA, not the name).
+    #[arg(long, env = "DATABASE_CA_FILE")]
+    pub database_ca_file: Option<std::path::PathBuf>,
+
+    /// Upper bound of the connection pool of this process: the requests one instance
+    /// serves at once (the Knative Service's `containerConcurrency`), since a request
+    /// holds at most one connection. Every instance counts against the database's
+    /// `max_connections` (`scripts/check_deploy.py` adds them up).
     #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 10)]
     pub db_max_connections: u32,
+
+    /// Seconds a pooled database connection may sit unused before it is closed, so an
+    /// instance whose traffic dropped hands its connections back.
+    #[arg(long, env = "DB_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    pub db_idle_timeout_secs: u64,
 
     /// How long a request waits for a backend before it is answered 503 `unavailable`:
     /// for a database connection from the pool (connecting included), and for Redis to
@@ -94,6 +112,33 @@ pub struct Config {
     /// Kafka bootstrap servers (`host:9092,...`): events are published there.
     #[arg(long, env = "KAFKA_BROKERS")]
     pub kafka_brokers: Option<String>,
+
+    /// `plaintext` (default), `ssl`, `sasl_ssl` or `sasl_plaintext`.
+    #[arg(long, env = "KAFKA_SECURITY_PROTOCOL", default_value = "plaintext")]
+    pub kafka_security_protocol: SecurityProtocol,
+
+    /// With the SASL protocols: `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512` or
+    /// `OAUTHBEARER`.
+    #[arg(long, env = "KAFKA_SASL_MECHANISM")]
+    pub kafka_sasl_mechanism: Option<SaslMechanism>,
+
+    /// SASL user (PLAIN, SCRAM).
+    #[arg(long, env = "KAFKA_SASL_USERNAME")]
+    pub kafka_sasl_username: Option<String>,
+
+    /// SASL password (PLAIN, SCRAM).
+    #[arg(long, env = "KAFKA_SASL_PASSWORD", hide_env_values = true)]
+    pub kafka_sasl_password: Option<SecretString>,
+
+    /// OAUTHBEARER: a file holding the bearer token (e.g. a projected service-account
+    /// token), read again before each expiry.
+    #[arg(long, env = "KAFKA_OAUTHBEARER_TOKEN_FILE")]
+    pub kafka_oauthbearer_token_file: Option<std::path::PathBuf>,
+
+    /// PEM file of the CA(s) that sign the brokers' certificates (`ssl`, `sasl_ssl`),
+    /// instead of the system's. Any other librdkafka setting: `KAFKA_PROP_<NAME>`.
+    #[arg(long, env = "KAFKA_CA_FILE")]
+    pub kafka_ca_file: Option<std::path::PathBuf>,
 
     /// Topic of the domain events functions emit.
     #[arg(long, env = "KAFKA_EVENTS_TOPIC", default_value = "missive.events")]
@@ -172,6 +217,52 @@ pub struct Config {
 }
 
 impl Config {
+    /// `DATABASE_URL` with `DATABASE_CA_FILE` applied (see there).
+    pub fn database_url(&self) -> anyhow::Result<SecretString> {
+        let url = self
+            .database_url
+            .as_ref()
+            .context("DATABASE_URL is required (mysql://... or sqlite://...)")?;
+        missive_adapters::sql::with_ca_file(url.expose_secret(), self.database_ca_file.as_deref())
+            .map(SecretString::from)
+    }
+
+    /// How this process's database pool behaves, `max_connections` and the acquire bound
+    /// aside from the defaults when a caller needs others (migrations).
+    pub fn pool_settings(&self) -> missive_adapters::sql::PoolSettings {
+        missive_adapters::sql::PoolSettings {
+            max_connections: self.db_max_connections.max(1),
+            idle_timeout: Duration::from_secs(self.db_idle_timeout_secs.max(1)),
+            acquire_timeout: self.backend_timeout(),
+            // No statement outlives the request that started it.
+            statement_timeout: Some(self.request_timeout()),
+        }
+    }
+
+    /// How to reach Kafka, when `KAFKA_BROKERS` is set: the `KAFKA_*` security settings,
+    /// `SSL_CERT_FILE`, and every `KAFKA_PROP_*` variable of the environment.
+    pub fn kafka(&self) -> anyhow::Result<Option<KafkaConnection>> {
+        let Some(brokers) = &self.kafka_brokers else {
+            return Ok(None);
+        };
+        let security = KafkaSecurity {
+            protocol: self.kafka_security_protocol,
+            mechanism: self.kafka_sasl_mechanism,
+            username: self.kafka_sasl_username.clone(),
+            password: self.kafka_sasl_password.clone(),
+            token_file: self.kafka_oauthbearer_token_file.clone(),
+            ca_file: self.kafka_ca_file.clone(),
+        };
+        let ssl_cert_file = std::env::var_os("SSL_CERT_FILE").map(std::path::PathBuf::from);
+        KafkaConnection::new(
+            brokers,
+            &security,
+            ssl_cert_file.as_deref(),
+            std::env::vars().filter(|(name, _)| name.starts_with(PROP_PREFIX)),
+        )
+        .map(Some)
+    }
+
     /// The request limits of the runtime contract.
     pub fn limits(&self) -> missive_serve::Limits {
         missive_serve::Limits {

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use anyhow::Context;
 use missive_adapters::events::{self, EventPublisher, InProcessBus, NoTransport};
 use missive_adapters::kv::Kv;
 use missive_adapters::outbox::Outbox;
@@ -49,7 +48,7 @@ impl AppState {
     /// in-process bus.
     pub fn build(config: Config) -> anyhow::Result<Self> {
         let (transport, bus) = events::transport(
-            config.kafka_brokers.as_deref(),
+            config.kafka()?.as_ref(),
             &config.kafka_events_topic,
             config.k_sink.as_deref(),
         )?;
@@ -71,18 +70,9 @@ impl AppState {
         transport: Arc<dyn EventPublisher>,
         bus: Arc<InProcessBus>,
     ) -> anyhow::Result<Self> {
-        let url = config
-            .database_url
-            .as_ref()
-            .context("DATABASE_URL is required (mysql://... or sqlite://...)")?;
         let db = Db::connect_lazy(
-            url.expose_secret(),
-            missive_adapters::sql::PoolSettings {
-                max_connections: config.db_max_connections,
-                acquire_timeout: config.backend_timeout(),
-                // No statement outlives the request that started it.
-                statement_timeout: Some(config.request_timeout()),
-            },
+            config.database_url()?.expose_secret(),
+            config.pool_settings(),
         )?;
         let kv = missive_adapters::kv::from_url(
             config.redis_url.as_ref().map(|u| u.expose_secret()),

@@ -102,6 +102,7 @@ impl TestBackends {
             &url,
             missive_adapters::sql::PoolSettings {
                 max_connections: 5,
+                idle_timeout: Duration::from_secs(60),
                 acquire_timeout: Duration::from_secs(10),
                 statement_timeout: None,
             },

@@ -18,6 +18,8 @@ module "missive" {
 
   warm_functions = ["auth-me", "message-list", "web"]
   max_scale      = 50
+  # 35 connections per replica of every function x 50, + 1 (as the prod overlay).
+  database_max_connections = 2000
   config = {
     OTEL_RESOURCE_ATTRIBUTES = "deployment.environment.name=prod"
     OTEL_TRACES_SAMPLER_ARG  = "0.2"

@@ -26,6 +26,7 @@ locals {
   shared_env = [{ name = "RUST_BACKTRACE", value = "0" }]
   env = concat(
     local.shared_env,
+    var.db_max_connections == null ? [] : [{ name = "DB_MAX_CONNECTIONS", value = tostring(var.db_max_connections) }],
     local.source_account == null ? [] : [
       { name = "OIDC_AUDIENCE", value = local.audience },
       { name = "OIDC_ALLOWED_SUBJECTS", value = "system:serviceaccount:${var.namespace}:${local.source_account}" },

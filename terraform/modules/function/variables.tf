@@ -47,6 +47,12 @@ variable "max_scale" {
   default     = 20
 }
 
+variable "db_max_connections" {
+  description = "This function's database pool (DB_MAX_CONNECTIONS); null for a function without a database."
+  type        = number
+  default     = null
+}
+
 variable "timeout_seconds" {
   description = "Longest request Knative lets through (Knative's default is 300)."
   type        = number

@@ -20,6 +20,27 @@ locals {
     "message-ingest"  = { name = "message-ingest-inbox", topic = local.config.KAFKA_INBOX_TOPIC, consumer_group = "missive-message-ingest" }
     "activity-record" = { name = "activity-record-events", topic = local.config.KAFKA_EVENTS_TOPIC, consumer_group = "missive-activity-record" }
   }
+  # Each function's database pool, as in knative/base/kustomization.yaml (compared by
+  # scripts/check_deploy.py). web has no database.
+  db_pools = {
+    "message-create"  = 4
+    "message-delete"  = 4
+    "message-get"     = 4
+    "message-list"    = 4
+    "message-search"  = 4
+    "message-ingest"  = 4
+    "auth-login"      = 2
+    "auth-signup"     = 2
+    "auth-logout"     = 2
+    "activity-list"   = 1
+    "activity-record" = 1
+    "activity-stream" = 1
+    "auth-me"         = 1
+    "outbox-relay"    = 1
+  }
+  # Every function at max-scale with its pool full, plus the migration Job.
+  worst_case_connections = sum([for name, pool in local.db_pools : pool * var.max_scale]) + 1
+
   ping_sources = {
     "outbox-relay" = { schedule = "* * * * *", data = "{\"reason\":\"outbox relay tick\"}" }
   }
@@ -37,7 +58,7 @@ locals {
     COOKIE_SECURE               = "true"
     PUBLIC_ORIGINS              = "https://${var.host}"
     TRUSTED_PROXIES             = join(",", var.trusted_proxies)
-    DB_MAX_CONNECTIONS          = "5"
+    DB_IDLE_TIMEOUT_SECS        = "60"
     REQUEST_TIMEOUT_SECS        = "30"
     BACKEND_TIMEOUT_MS          = "1000"
     SHUTDOWN_GRACE_SECS         = "25"
@@ -107,6 +128,12 @@ resource "kubernetes_secret_v1" "secrets" {
 # `missive migrate` once per release, before the functions are updated (and their
 # /readyz waits for the schema anyway).
 resource "kubernetes_job_v1" "migrate" {
+  lifecycle {
+    precondition {
+      condition     = local.worst_case_connections <= var.database_max_connections
+      error_message = "Up to ${local.worst_case_connections} database connections (every function at max_scale, pools full) exceed database_max_connections (${var.database_max_connections}): lower max_scale, raise the server's max_connections, or put a proxy in front (docs/operations.md, Connection budget)."
+    }
+  }
   metadata {
     name      = "missive-migrate-${replace(var.release, ".", "-")}"
     namespace = kubernetes_namespace_v1.missive.metadata[0].name
@@ -201,6 +228,7 @@ module "function" {
   timeout_seconds       = try(each.value.spec.template.spec.timeoutSeconds, 300)
   min_scale             = contains(var.warm_functions, each.key) ? 1 : 0
   max_scale             = var.max_scale
+  db_max_connections    = lookup(local.db_pools, each.key, null)
   resources             = try(local.resources[each.value.metadata.labels["missive.dev/workload"]], null)
   config_map            = kubernetes_config_map_v1.config.metadata[0].name
   secret                = each.value.metadata.labels["missive.dev/workload"] == "web" ? null : kubernetes_secret_v1.secrets.metadata[0].name

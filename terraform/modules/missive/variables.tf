@@ -83,6 +83,12 @@ variable "max_scale" {
   default     = 20
 }
 
+variable "database_max_connections" {
+  description = "The database server's max_connections: the plan fails when every function at max_scale with its pool full could open more (MariaDB's default is 151)."
+  type        = number
+  default     = 151
+}
+
 variable "oidc_issuer" {
   description = "The cluster's service-account token issuer, which signs Knative Eventing's sender tokens (`kubectl get --raw /.well-known/openid-configuration`)."
   type        = string

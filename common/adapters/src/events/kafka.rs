@@ -11,6 +11,13 @@
 //! `cmake-build` forced, so it would link a second librdkafka and its record types would
 //! not be ours (and its reader unwraps header values). A release on rdkafka >= 0.39 that
 //! leaves the build features to us would let this module shrink to calls into it.
+mod connection;
+
+pub use connection::{
+    KafkaConnection, KafkaContext, KafkaSecurity, LastError, PROP_PREFIX, SaslMechanism,
+    SecurityProtocol,
+};
+
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -18,7 +25,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::config::FromClientConfigAndContext as _;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
@@ -45,10 +52,9 @@ pub const DLQ_TOPIC: &str = "missive.dlq";
 pub const KAFKA_EVENT_TYPE: &str = "dev.knative.kafka.event";
 
 /// Settings shared by our producers: idempotent, every in-sync replica acknowledges.
-pub fn producer_config(brokers: &str) -> ClientConfig {
-    let mut config = ClientConfig::new();
+pub fn producer_config(kafka: &KafkaConnection) -> ClientConfig {
+    let mut config = kafka.client_config();
     config
-        .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         // Give up (and leave the row to the relay) instead of queueing for 5 minutes.
@@ -59,27 +65,36 @@ pub fn producer_config(brokers: &str) -> ClientConfig {
 
 /// Publishes events to one topic.
 pub struct KafkaPublisher {
-    brokers: String,
+    kafka: KafkaConnection,
     // Replaced after a fatal error: an idempotent producer that lost its producer id (a
     // broker restart can fence it) refuses every later message until it is recreated.
-    producer: RwLock<Arc<FutureProducer>>,
+    producer: RwLock<Arc<Client>>,
     topic: String,
 }
 
+/// A producer and its last connection error.
+struct Client {
+    producer: FutureProducer<KafkaContext>,
+    errors: LastError,
+}
+
 impl KafkaPublisher {
-    /// A producer for `topic`; connects in the background (no I/O here).
-    pub fn new(brokers: &str, topic: &str) -> anyhow::Result<Self> {
+    /// A producer for `topic`; connects in the background (no I/O here). An unknown
+    /// `KAFKA_PROP_*` setting fails here, at start.
+    pub fn new(kafka: &KafkaConnection, topic: &str) -> anyhow::Result<Self> {
         Ok(Self {
-            brokers: brokers.to_owned(),
-            producer: RwLock::new(Arc::new(Self::producer(brokers)?)),
+            kafka: kafka.clone(),
+            producer: RwLock::new(Arc::new(Self::producer(kafka)?)),
             topic: topic.to_owned(),
         })
     }
 
-    fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
-        producer_config(brokers)
-            .create()
-            .context("creating the Kafka producer")
+    fn producer(kafka: &KafkaConnection) -> anyhow::Result<Client> {
+        let context = kafka.context();
+        let errors = context.errors();
+        let producer = FutureProducer::from_config_and_context(&producer_config(kafka), context)
+            .context("creating the Kafka producer (KAFKA_* settings)")?;
+        Ok(Client { producer, errors })
     }
 
     /// Sends `event` to `topic` and waits for the acknowledgement.
@@ -137,7 +152,11 @@ impl KafkaPublisher {
             .key(&key)
             .headers(headers)
             .payload(&payload);
-        match producer.send(record, Duration::from_secs(10)).await {
+        match producer
+            .producer
+            .send(record, Duration::from_secs(10))
+            .await
+        {
             Ok(delivery) => Ok((delivery.partition, delivery.offset)),
             Err((err, _)) => {
                 let fenced = matches!(
@@ -149,9 +168,9 @@ impl KafkaPublisher {
                             | RDKafkaErrorCode::OutOfOrderSequenceNumber
                     )
                 );
-                if fenced || producer.client().fatal_error().is_some() {
+                if fenced || producer.producer.client().fatal_error().is_some() {
                     tracing::warn!(error = %err, "Kafka producer lost its producer id; recreating it");
-                    let fresh = Arc::new(Self::producer(&self.brokers)?);
+                    let fresh = Arc::new(Self::producer(&self.kafka)?);
                     let mut current = self
                         .producer
                         .write()
@@ -160,7 +179,8 @@ impl KafkaPublisher {
                         *current = fresh;
                     }
                 }
-                Err(anyhow::Error::new(err).context(format!("sending to {topic}")))
+                let err = anyhow::Error::new(err).context(format!("sending to {topic}"));
+                Err(producer.errors.explain(err))
             }
         }
     }
@@ -277,20 +297,34 @@ pub fn wrap_plain<M: Message>(record: &M) -> CloudEvent {
 }
 
 /// Creates `topics` if missing (the broker may not auto-create them).
-pub async fn ensure_topics(brokers: &str, topics: &[&str], partitions: i32) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
+pub async fn ensure_topics(
+    kafka: &KafkaConnection,
+    topics: &[&str],
+    partitions: i32,
+) -> anyhow::Result<()> {
+    let context = kafka.context();
+    let errors = context.errors();
+    let admin = AdminClient::from_config_and_context(&kafka.client_config(), context)
         .context("creating the Kafka admin client")?;
     let new: Vec<NewTopic> = topics
         .iter()
         .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
         .collect();
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    for result in admin.create_topics(&new, &options).await? {
+    // Both bounds: a broker that cannot be reached (or whose TLS fails) is reported in
+    // seconds, with librdkafka's reason, instead of after a minute's socket timeout.
+    let options = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(10)))
+        .request_timeout(Some(Duration::from_secs(10)));
+    let results = match admin.create_topics(&new, &options).await {
+        Ok(results) => results,
+        Err(err) => return Err(errors.explain(err.into())),
+    };
+    for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => anyhow::bail!("creating topic {topic}: {code}"),
+            Err((topic, code)) => {
+                return Err(errors.explain(anyhow::anyhow!("creating topic {topic}: {code}")));
+            }
         }
     }
     Ok(())

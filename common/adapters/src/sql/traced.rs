@@ -236,7 +236,7 @@ pub(crate) fn outage(err: sqlx::Error) -> anyhow::Error {
         _ => false,
     };
     if down {
-        anyhow::Error::new(err).context(missive_core::Unavailable::DATABASE)
+        super::connect_error(err).context(missive_core::Unavailable::DATABASE)
     } else {
         err.into()
     }
