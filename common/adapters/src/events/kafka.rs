@@ -302,6 +302,7 @@ pub async fn ensure_topics(
     topics: &[&str],
     partitions: i32,
 ) -> anyhow::Result<()> {
+    reachable(kafka).await?;
     let context = kafka.context();
     let errors = context.errors();
     let admin = AdminClient::from_config_and_context(&kafka.client_config(), context)
@@ -328,6 +329,27 @@ pub async fn ensure_topics(
         }
     }
     Ok(())
+}
+
+/// Whether the brokers answer (metadata within 10 s), and if not, why: the TLS, SASL or
+/// network failure librdkafka met. A producer's polling thread is what delivers those
+/// reasons (an admin client's log and error events are never polled).
+pub async fn reachable(kafka: &KafkaConnection) -> anyhow::Result<()> {
+    let client = KafkaPublisher::producer(kafka)?;
+    tokio::task::spawn_blocking(move || {
+        client
+            .producer
+            .client()
+            .fetch_metadata(None, Duration::from_secs(10))
+            .map(|_| ())
+            .map_err(|err| {
+                client
+                    .errors
+                    .explain(anyhow::Error::new(err).context("reaching the Kafka brokers"))
+            })
+    })
+    .await
+    .context("the Kafka probe panicked")?
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use base64::Engine as _;
 use rdkafka::ClientConfig;
 use rdkafka::client::{ClientContext, OAuthToken};
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::ConsumerContext;
 use rdkafka::error::KafkaError;
 use secrecy::{ExposeSecret as _, SecretString};
@@ -351,9 +352,24 @@ impl ClientContext for KafkaContext {
     // Only called when `sasl.mechanism` is OAUTHBEARER.
     const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
 
+    // Connection failures (a TLS handshake, SASL, a listener of another protocol) are
+    // often only logged by librdkafka, not raised as errors: keep the last one too.
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        use RDKafkaLogLevel::{Alert, Critical, Emerg, Error, Warning};
+        if matches!(level, Emerg | Alert | Critical | Error | Warning) {
+            tracing::warn!(backend = "kafka", facility, message, "Kafka client");
+            self.errors.set(message);
+        } else {
+            tracing::debug!(backend = "kafka", facility, message, "Kafka client");
+        }
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::warn!(backend = "kafka", error = %error, reason, "Kafka client error");
-        self.errors.set(reason);
+        // "1/1 brokers are down" follows the failure that says why; keep that one.
+        if !(reason.contains("brokers are down") && self.errors.get().is_some()) {
+            self.errors.set(reason);
+        }
     }
 
     fn generate_oauth_token(
