@@ -8,7 +8,8 @@
 #   Node 20.19+ with npm, Debian's Chromium (the web app's browser tests)
 #   scripts/deploy-tools.sh  the deployment checkers, under ~/.cache/missive-tools
 #   scripts/services.sh      MariaDB on 127.0.0.1:3306 and Redis on 127.0.0.1:6379
-#   scripts/kafka.sh         a tansu broker on 127.0.0.1:9092
+#   scripts/kafka.sh         a tansu broker on 127.0.0.1:9092, and tansu with SASL
+#                            (scripts/tansu-sasl) for the Kafka authentication tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +25,9 @@ command -v node >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -q
 # Redis for the one-subscription test (both from Debian).
 command -v openssl >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq openssl; }
 command -v redis-server >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq redis-server; }
+# stunnel puts TLS in front of tansu for the Kafka-over-TLS tests (tansu 0.6's own TLS
+# options cannot both be given).
+command -v stunnel >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq stunnel4; }
 command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 bash scripts/deploy-tools.sh
 bash scripts/services.sh
