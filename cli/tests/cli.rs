@@ -174,6 +174,8 @@ fn dev_and_every_function_run_on_tls_only_mariadb_redis_and_kafka() {
         ("REDIS_URL", format!("rediss://localhost:{}", redis.port)),
         ("KAFKA_BROKERS", format!("localhost:{}", kafka.port)),
         ("KAFKA_SECURITY_PROTOCOL", "ssl".to_owned()),
+        // Passed to librdkafka as it is.
+        ("KAFKA_PROP_CLIENT_ID", "missive-tls-test".to_owned()),
         ("SSL_CERT_FILE", pki.ca.to_str().unwrap().to_owned()),
     ];
     let mut cmd = dev::missive();
@@ -229,6 +231,39 @@ fn dev_and_every_function_run_on_tls_only_mariadb_redis_and_kafka() {
             Some(200),
             "{name} is not ready on the TLS-only backends"
         );
+    }
+}
+
+/// Kafka settings that cannot work stop `missive dev` at start, naming the variable: an
+/// unknown `KAFKA_PROP_*` property (librdkafka's own check), a SASL mechanism without
+/// SASL, SCRAM without a password.
+#[test]
+fn kafka_settings_that_cannot_work_stop_missive_at_start() {
+    let cases: [(&[(&str, &str)], &str); 3] = [
+        (&[("KAFKA_PROP_NO_SUCH_THING", "1")], "no.such.thing"),
+        (
+            &[("KAFKA_SASL_MECHANISM", "PLAIN")],
+            "KAFKA_SASL_MECHANISM is set but KAFKA_SECURITY_PROTOCOL is plaintext",
+        ),
+        (
+            &[
+                ("KAFKA_SECURITY_PROTOCOL", "sasl_ssl"),
+                ("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"),
+                ("KAFKA_SASL_USERNAME", "missive"),
+            ],
+            "needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD",
+        ),
+    ];
+    for (env, expected) in cases {
+        let out = dev::missive()
+            .env("DATABASE_URL", "sqlite::memory:")
+            .env("KAFKA_BROKERS", "127.0.0.1:1")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{env:?} started");
+        assert!(stderr.contains(expected), "{env:?}: {stderr}");
     }
 }
 

@@ -224,7 +224,8 @@ impl Drop for TlsMariaDb {
 /// cannot serve TLS itself (its `--cert` and `--key` options exclude each other). With
 /// `authentication` every client must also authenticate over SASL (PLAIN, or SCRAM for
 /// users made with [`TlsKafka::create_user`]); that needs tansu built with its SASL
-/// mechanisms (`scripts/kafka.sh` builds it: scripts/tansu-sasl). Stopped on drop.
+/// mechanisms (`scripts/kafka.sh` builds it: scripts/tansu-sasl), and its SQLite storage
+/// in the broker's directory, the one that keeps SCRAM credentials. Stopped on drop.
 pub struct TlsKafka {
     broker: Child,
     tunnel: Child,
@@ -253,19 +254,19 @@ impl TlsKafka {
         let dir = std::env::temp_dir().join(format!("missive-kafka-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).expect("temporary directory");
         let path = |p: &Path| p.to_str().expect("UTF-8 path").to_owned();
-        let tansu = if authentication {
+        let (tansu, storage) = if authentication {
             let built = tansu_sasl();
             assert!(
                 built.is_file(),
                 "{} is missing: run scripts/kafka.sh",
                 built.display()
             );
-            built
+            (built, format!("sqlite://{}", path(&dir.join("tansu.db"))))
         } else {
-            PathBuf::from("tansu")
+            (PathBuf::from("tansu"), "memory://tansu/".to_owned())
         };
         let mut cmd = Command::new(&tansu);
-        cmd.args(["broker", "--storage-engine", "memory://tansu/"])
+        cmd.args(["broker", "--storage-engine", &storage])
             .arg("--listener-url")
             .arg(format!("tcp://127.0.0.1:{inner}"))
             .arg("--advertised-listener-url")
