@@ -176,8 +176,10 @@ async fn dev(mut config: Config, mut dispatch: DispatchArgs) -> anyhow::Result<(
     config
         .database_url
         .get_or_insert_with(|| SecretString::from(DEV_DATABASE_URL));
-    prepare_database(&config).await?;
+    // Built before any I/O (its pools connect lazily), so a setting that cannot work
+    // (Kafka's, say) stops the process before the database is touched.
     let state = AppState::build(config)?;
+    prepare_database(&state.config).await?;
     if !web::is_built(&dispatch.frontend_dir) {
         tracing::warn!(
             dir = %dispatch.frontend_dir.display(),

@@ -261,12 +261,14 @@ impl TlsKafka {
                 "{} is missing: run scripts/kafka.sh",
                 built.display()
             );
-            (built, format!("sqlite://{}", path(&dir.join("tansu.db"))))
+            // tansu reads the path as relative to its working directory (set below).
+            (built, "sqlite://tansu.db".to_owned())
         } else {
             (PathBuf::from("tansu"), "memory://tansu/".to_owned())
         };
         let mut cmd = Command::new(&tansu);
-        cmd.args(["broker", "--storage-engine", &storage])
+        cmd.current_dir(&dir)
+            .args(["broker", "--storage-engine", &storage])
             .arg("--listener-url")
             .arg(format!("tcp://127.0.0.1:{inner}"))
             .arg("--advertised-listener-url")
