@@ -28,10 +28,14 @@ fi
 # tansu with its SASL mechanisms registered (scripts/tansu-sasl/Cargo.toml says why), for
 # the SASL tests, which start their own brokers with it. Cached: fast once built.
 tools="${MISSIVE_TOOLS:-$HOME/.cache/missive-tools}"
-[ -x "$tools/tansu-sasl-target/release/tansu-sasl" ] \
-  || echo "kafka: building tansu with SASL (scripts/tansu-sasl; takes a while once)"
-CARGO_TARGET_DIR="$tools/tansu-sasl-target" cargo build --quiet --release --locked \
-  --manifest-path "$(dirname "$0")/tansu-sasl/Cargo.toml"
+# Built once: tests call this script to start private brokers, and a cargo run from
+# inside a test process can see a different environment and rebuild it all (25 min).
+# Delete the binary to rebuild after changing scripts/tansu-sasl.
+if [ ! -x "$tools/tansu-sasl-target/release/tansu-sasl" ]; then
+  echo "kafka: building tansu with SASL (scripts/tansu-sasl; takes a while once)"
+  CARGO_TARGET_DIR="$tools/tansu-sasl-target" cargo build --quiet --release --locked \
+    --manifest-path "$(dirname "$0")/tansu-sasl/Cargo.toml"
+fi
 # The outside clients of the tests: Confluent's Kafka client and the CloudEvents SDK for
 # Python (2.x: its `cloudevents.core` bindings), the interop tests' peer.
 if ! python3 -c 'import confluent_kafka, cloudevents.core.bindings.kafka' >/dev/null 2>&1; then
