@@ -133,8 +133,6 @@ pub struct KafkaConnection {
     brokers: String,
     /// librdkafka settings, in the order they are applied (later ones win).
     settings: Vec<(String, String)>,
-    /// Names of the settings that are secrets: never printed.
-    secret: Vec<String>,
     token_file: Option<PathBuf>,
 }
 
@@ -144,7 +142,7 @@ impl std::fmt::Debug for KafkaConnection {
             .settings
             .iter()
             .map(|(k, v)| {
-                let shown = if self.secret.contains(k) {
+                let shown = if SECRET_PROPS.contains(&k.as_str()) {
                     "<redacted>"
                 } else {
                     v
@@ -163,7 +161,8 @@ impl std::fmt::Debug for KafkaConnection {
 /// `KAFKA_PROP_SOCKET_KEEPALIVE_ENABLE=true` sets `socket.keepalive.enable`.
 pub const PROP_PREFIX: &str = "KAFKA_PROP_";
 
-/// Property names (lower case) that carry secrets, whichever way they were set.
+/// Property names (lower case) that carry secrets, whichever way they were set: never
+/// printed.
 const SECRET_PROPS: [&str; 5] = [
     "sasl.password",
     "ssl.key.password",
@@ -178,7 +177,6 @@ impl KafkaConnection {
         Self {
             brokers: brokers.to_owned(),
             settings: Vec::new(),
-            secret: Vec::new(),
             token_file: None,
         }
     }
@@ -267,9 +265,6 @@ impl KafkaConnection {
     }
 
     fn set(&mut self, key: &str, value: &str) {
-        if SECRET_PROPS.contains(&key) && !self.secret.iter().any(|k| k == key) {
-            self.secret.push(key.to_owned());
-        }
         self.settings.push((key.to_owned(), value.to_owned()));
     }
 
