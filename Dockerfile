@@ -33,9 +33,11 @@ ENV RUSTFLAGS="-C target-feature=+crt-static" \
     CARGO_TERM_COLOR=never
 COPY --from=planner /src/recipe.json recipe.json
 RUN test -n "${FUNCTION}" || { echo "--build-arg FUNCTION=<crate> is required" >&2; exit 1; }
-RUN cargo chef cook --release --locked --recipe-path recipe.json --package "${FUNCTION}"
+# `aws`: credentials from Secrets Manager and IAM tokens (docs/operations.md, "Cloud
+# credentials"); nothing is fetched unless configured.
+RUN cargo chef cook --release --locked --recipe-path recipe.json --package "${FUNCTION}" --features aws
 COPY . .
-RUN cargo build --release --locked --package "${FUNCTION}" \
+RUN cargo build --release --locked --package "${FUNCTION}" --features aws \
     && mkdir -p /out/site \
     && cp "target/x86_64-unknown-linux-gnu/release/${FUNCTION}" /out/function
 

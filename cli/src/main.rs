@@ -144,7 +144,14 @@ fn main() -> ExitCode {
 }
 
 async fn prepare_database(config: &Config) -> anyhow::Result<()> {
-    let url = config.database_url()?;
+    let mut url = config.database_url()?;
+    if let Some(source) = config.database_credentials()? {
+        // One short run: the secret's password is read once, into the URL.
+        let credentials = missive_adapters::credentials::CredentialCache::new(source)
+            .get()
+            .await?;
+        url = missive_adapters::sql::url_with_credentials(url.expose_secret(), &credentials)?;
+    }
     let url = url.expose_secret();
     Db::create_if_missing(url).await?;
     // One connection; migrations may wait on locks a running release holds, so only

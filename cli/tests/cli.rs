@@ -267,6 +267,58 @@ fn kafka_settings_that_cannot_work_stop_missive_at_start() {
     }
 }
 
+/// Cloud credentials in a build without the `aws` feature (this one: `missive dev` and
+/// the tests do not need it) are refused at start, saying what is missing; settings that
+/// contradict each other are refused in any build.
+#[test]
+fn cloud_credential_settings_are_checked_at_start() {
+    let cases: [(&[(&str, &str)], &str); 4] = [
+        (
+            &[(
+                "DATABASE_SECRET_ARN",
+                "arn:aws:secretsmanager:us-east-1:1:secret:db",
+            )],
+            "DATABASE_SECRET_ARN needs a build with the `aws` feature",
+        ),
+        (
+            &[
+                ("KAFKA_BROKERS", "127.0.0.1:1"),
+                ("KAFKA_SECURITY_PROTOCOL", "sasl_ssl"),
+                ("KAFKA_SASL_MECHANISM", "AWS_MSK_IAM"),
+            ],
+            "KAFKA_SASL_MECHANISM=AWS_MSK_IAM needs a build with the `aws` feature",
+        ),
+        (
+            &[
+                ("REDIS_URL", "rediss://app@cache.example:6379"),
+                (
+                    "REDIS_SECRET_ARN",
+                    "arn:aws:secretsmanager:us-east-1:1:secret:redis",
+                ),
+                ("REDIS_IAM_CACHE_NAME", "cache"),
+            ],
+            "REDIS_SECRET_ARN and REDIS_IAM_CACHE_NAME are both set",
+        ),
+        (
+            &[
+                ("REDIS_URL", "redis://app@127.0.0.1:1"),
+                ("REDIS_IAM_CACHE_NAME", "cache"),
+            ],
+            "REDIS_IAM_CACHE_NAME needs TLS: REDIS_URL must be rediss://",
+        ),
+    ];
+    for (env, expected) in cases {
+        let out = dev::missive()
+            .env("DATABASE_URL", "sqlite::memory:")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{env:?} started");
+        assert!(stderr.contains(expected), "{env:?}: {stderr}");
+    }
+}
+
 #[test]
 fn migrate_creates_and_migrates_idempotently() {
     let name = format!("missive_test_migrate_{}", std::process::id());

@@ -335,7 +335,7 @@ api_test!(an_idempotency_key_expires_after_a_day, |b| async move {
     let day_ago = missive_core::time::now_millis() - 24 * 3600 * 1000 - 1000;
     sqlx::query("UPDATE idempotency_keys SET created_at = ?")
         .bind(day_ago)
-        .execute(app.state.db.writer())
+        .execute(app.state.db.writer().any())
         .await
         .unwrap();
     // Expired: the retry is a new message, and its key now replays the new one.
@@ -351,7 +351,7 @@ api_test!(an_idempotency_key_expires_after_a_day, |b| async move {
     let almost = missive_core::time::now_millis() - 24 * 3600 * 1000 + 60_000;
     sqlx::query("UPDATE idempotency_keys SET created_at = ?")
         .bind(almost)
-        .execute(app.state.db.writer())
+        .execute(app.state.db.writer().any())
         .await
         .unwrap();
     assert_eq!(post("today").await.json(), second.json());

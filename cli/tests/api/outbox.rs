@@ -53,7 +53,7 @@ fn outbox_with(app: &App, fail_at: Option<usize>) -> (Outbox, Arc<Recorder>) {
 /// The lease row: holder and expiry (Unix ms).
 async fn lease(db: &Db) -> (String, i64) {
     let row = sqlx::query("SELECT holder, expires_at FROM outbox_lease WHERE name = 'relay'")
-        .fetch_one(db.reader())
+        .fetch_one(db.reader().any())
         .await
         .unwrap();
     (row.try_get(0).unwrap(), row.try_get(1).unwrap())
@@ -160,14 +160,14 @@ api_test!(
         app.state.db.mark_sent(&ids[..2]).await.unwrap();
         // Two rows sent long ago; one unsent.
         sqlx::query("UPDATE outbox SET sent_at = 1 WHERE sent_at IS NOT NULL")
-            .execute(app.state.db.writer())
+            .execute(app.state.db.writer().any())
             .await
             .unwrap();
         let (outbox, _recorder) = outbox_with(&app, None);
         let report = outbox.relay("relay", Duration::ZERO).await.unwrap();
         assert_eq!((report.published, report.purged), (1, 2), "{report:?}");
         let left: i64 = sqlx::query("SELECT COUNT(*) FROM outbox")
-            .fetch_one(app.state.db.reader())
+            .fetch_one(app.state.db.reader().any())
             .await
             .unwrap()
             .try_get(0)

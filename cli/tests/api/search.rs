@@ -189,19 +189,19 @@ api_test!(
         let db = &app.state.db;
         sqlx::query("DELETE FROM message_tokens WHERE message_id = ?")
             .bind(id.parse::<i64>().unwrap())
-            .execute(db.writer())
+            .execute(db.writer().any())
             .await
             .unwrap();
         for token in ["cafe\u{301}", "au", "lait"] {
             sqlx::query("INSERT INTO message_tokens (user_id, token, message_id) SELECT user_id, ?, id FROM messages WHERE id = ?")
             .bind(token)
             .bind(id.parse::<i64>().unwrap())
-            .execute(db.writer())
+            .execute(db.writer().any())
             .await
             .unwrap();
         }
         sqlx::query("UPDATE search_index SET version = 1")
-            .execute(db.writer())
+            .execute(db.writer().any())
             .await
             .unwrap();
         assert!(

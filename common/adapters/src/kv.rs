@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use async_trait::async_trait;
 use futures_util::{Stream, StreamExt};
+use secrecy::ExposeSecret;
 use tokio::sync::{OnceCell, broadcast};
+
+use crate::credentials::{CredentialCache, CredentialSource};
 
 /// A stream of `(channel, message)` published on channels under one prefix; the channel
 /// is given without the deployment prefix.
@@ -112,6 +115,11 @@ pub struct RedisOptions {
     /// PEM CA bundle that signs the server's certificate (`rediss://`), instead of the
     /// system's (which `SSL_CERT_FILE` and `SSL_CERT_DIR` change).
     pub ca_file: Option<std::path::PathBuf>,
+    /// Where the user name and password come from when not from the URL (a rotated
+    /// secret, an ElastiCache IAM token): fetched for every new connection (at most
+    /// once per few seconds), and, for tokens, again before they expire, sent to the
+    /// open connection with `AUTH`.
+    pub credentials: Option<Arc<dyn CredentialSource>>,
 }
 
 /// Redis, through a lazily created, auto-reconnecting connection.
@@ -124,6 +132,7 @@ pub struct RedisKv {
     version_ok: OnceCell<()>,
     prefix: String,
     timeout: Duration,
+    credentials: Option<Arc<CredentialCache>>,
 }
 
 /// The oldest Redis major version that works: rate-limit windows use `PEXPIRE … NX`
@@ -149,6 +158,7 @@ impl RedisKv {
                 prefix: prefix.to_owned(),
                 timeout,
                 ca_file: None,
+                credentials: None,
             },
         )
     }
@@ -183,7 +193,31 @@ impl RedisKv {
             version_ok: OnceCell::new(),
             prefix: options.prefix.clone(),
             timeout: options.timeout,
+            credentials: options
+                .credentials
+                .clone()
+                .map(|source| Arc::new(CredentialCache::new(source))),
         })
+    }
+
+    /// A client for a connection of its own (pub/sub), with fresh credentials when
+    /// they do not come from the URL.
+    async fn client_for_new_connection(&self) -> anyhow::Result<redis::Client> {
+        let Some(cache) = &self.credentials else {
+            return Ok(self.client.clone());
+        };
+        let credentials = cache
+            .get_for_new_connection()
+            .await
+            .context(missive_core::Unavailable::SESSION_STORE)?;
+        let info = self.client.get_connection_info().clone();
+        let mut settings = info.redis_settings().clone();
+        if let Some(username) = &credentials.username {
+            settings = settings.set_username(username);
+        }
+        settings = settings.set_password(credentials.password.expose_secret());
+        redis::Client::open(info.set_redis_settings(settings))
+            .context("REDIS_URL is not a valid Redis URL")
     }
 
     async fn conn(&self) -> anyhow::Result<redis::aio::ConnectionManager> {
@@ -193,6 +227,18 @@ impl RedisKv {
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(self.timeout))
             .set_number_of_retries(0);
+        let config = match &self.credentials {
+            Some(cache) => config.set_credentials_provider(StreamingCredentials {
+                cache: cache.clone(),
+                url_username: self
+                    .client
+                    .get_connection_info()
+                    .redis_settings()
+                    .username()
+                    .map(str::to_owned),
+            }),
+            None => config,
+        };
         let conn = self
             .conn
             .get_or_try_init(|| {
@@ -206,6 +252,56 @@ impl RedisKv {
 
     fn key(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)
+    }
+}
+
+/// Credentials for redis' connection manager: it takes the first item of a fresh
+/// subscription for each connection it opens, and sends each later item of a second one
+/// to the open connection as `AUTH` (tokens, before they expire).
+struct StreamingCredentials {
+    cache: Arc<CredentialCache>,
+    /// When the source names no user, the URL's (else Redis' `default`).
+    url_username: Option<String>,
+}
+
+impl redis::StreamingCredentialsProvider for StreamingCredentials {
+    fn subscribe(
+        &self,
+    ) -> Pin<Box<dyn Stream<Item = redis::RedisResult<redis::BasicAuth>> + Send + 'static>> {
+        let (cache, url_username) = (self.cache.clone(), self.url_username.clone());
+        let stream = futures_util::stream::unfold(true, move |first| {
+            let (cache, url_username) = (cache.clone(), url_username.clone());
+            async move {
+                let credentials = if first {
+                    cache.get_for_new_connection().await
+                } else {
+                    // Passwords last until refused; a refused connection is a new one.
+                    let lifetime = cache.lifetime()?;
+                    tokio::time::sleep(lifetime).await;
+                    cache.get().await
+                };
+                let auth = credentials
+                    .map(|credentials| {
+                        let username = credentials
+                            .username
+                            .or(url_username)
+                            .unwrap_or_else(|| "default".to_owned());
+                        redis::BasicAuth::new(
+                            username,
+                            credentials.password.expose_secret().to_owned(),
+                        )
+                    })
+                    .map_err(|err| {
+                        redis::RedisError::from((
+                            redis::ErrorKind::AuthenticationFailed,
+                            "fetching Redis credentials failed",
+                            format!("{err:#}"),
+                        ))
+                    });
+                Some((auth, false))
+            }
+        });
+        Box::pin(stream)
     }
 }
 
@@ -422,7 +518,8 @@ impl Kv for RedisKv {
     async fn subscribe_prefix(&self, prefix: &str) -> anyhow::Result<Subscription> {
         let _span = command_span("PSUBSCRIBE");
         // Pub/sub needs a connection of its own; it lives as long as the stream.
-        let mut pubsub = tokio::time::timeout(self.timeout, self.client.get_async_pubsub())
+        let client = self.client_for_new_connection().await?;
+        let mut pubsub = tokio::time::timeout(self.timeout, client.get_async_pubsub())
             .await
             .map_err(|_| {
                 anyhow::Error::msg("timed out").context(missive_core::Unavailable::SESSION_STORE)

@@ -12,9 +12,15 @@
 //! - [`kv`]: the key-value store (Redis or in-process).
 //! - [`events`]: the CloudEvents bindings (HTTP, Kafka) and the transports
 //!   ([`events::EventPublisher`]: in-process bus, Knative sink, Kafka).
+//! - [`credentials`]: passwords and tokens that do not live in a URL (rotated secrets,
+//!   cloud identity), fetched and refreshed for [`sql`] and [`kv`]; [`aws`] (the `aws`
+//!   feature) supplies them from AWS.
 //! - [`outbox`]: events written in the same transaction as their change, published after
 //!   the commit, and the relay that publishes what was left behind.
 
+#[cfg(feature = "aws")]
+pub mod aws;
+pub mod credentials;
 pub mod events;
 pub mod kv;
 pub mod outbox;

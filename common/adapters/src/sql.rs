@@ -16,10 +16,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use sqlx::any::AnyPoolOptions;
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::ConnectOptions;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::{MigrateDatabase, Migration, MigrationType, Migrator};
+use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyPool, Connection, Row, SqlSafeStr};
 use traced::query;
+
+use crate::credentials::{CredentialCache, CredentialSource, Credentials};
 
 /// Which database is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,15 +56,125 @@ impl Backend {
     }
 }
 
+/// A connection pool, and where its credentials come from when the URL does not hold
+/// them (a rotated secret, a token). Statements take connections through
+/// [`traced::acquire`], which goes through [`Pool::acquire`].
+#[derive(Debug, Clone)]
+pub struct Pool {
+    pool: AnyPool,
+    credentials: Option<Arc<PoolCredentials>>,
+}
+
+#[derive(Debug)]
+struct PoolCredentials {
+    cache: CredentialCache,
+    /// The configured URL: user name, database and options; its password (if any) is
+    /// replaced by the fetched one.
+    url: SecretString,
+    /// What new connections currently use; `None` before the first fetch.
+    applied: std::sync::Mutex<Option<Credentials>>,
+}
+
+impl Pool {
+    /// The sqlx pool, for what runs outside [`traced`] (tests, the migrator).
+    pub fn any(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// A connection, with current credentials. When the database refuses them (a rotated
+    /// secret), they are fetched again and the connection is tried once more.
+    pub async fn acquire(&self) -> Result<PoolConnection<Any>, sqlx::Error> {
+        let Some(credentials) = &self.credentials else {
+            return self.pool.acquire().await;
+        };
+        self.apply_credentials(credentials, false).await?;
+        match self.pool.acquire().await {
+            Err(err) if access_denied(&err) => {
+                let used = lock(&credentials.applied).clone();
+                let retry = match used {
+                    Some(used) => credentials.cache.refused(&used).await,
+                    None => false,
+                };
+                if !retry {
+                    return Err(err);
+                }
+                tracing::warn!(
+                    source = %credentials.cache.describe(),
+                    "MariaDB refused the credentials; fetched them again"
+                );
+                self.apply_credentials(credentials, true).await?;
+                self.pool.acquire().await
+            }
+            other => other,
+        }
+    }
+
+    /// Makes new connections use the current credentials: before the first connection,
+    /// when a token is due, and after a refusal (`force`).
+    async fn apply_credentials(
+        &self,
+        credentials: &PoolCredentials,
+        force: bool,
+    ) -> Result<(), sqlx::Error> {
+        let applied = lock(&credentials.applied).is_some();
+        if applied && !force && !credentials.cache.due() {
+            return Ok(());
+        }
+        let fresh = credentials
+            .cache
+            .get()
+            .await
+            .map_err(|err| sqlx::Error::Configuration(err.into()))?;
+        if lock(&credentials.applied).as_ref() == Some(&fresh) {
+            return Ok(());
+        }
+        let url = url_with_credentials(credentials.url.expose_secret(), &fresh)
+            .map_err(|err| sqlx::Error::Configuration(err.into()))?;
+        let parsed = url::Url::parse(url.expose_secret())
+            .map_err(|err| sqlx::Error::Configuration(err.into()))?;
+        self.pool
+            .set_connect_options(AnyConnectOptions::from_url(&parsed)?);
+        *lock(&credentials.applied) = Some(fresh);
+        Ok(())
+    }
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// MariaDB's "Access denied" (1045, SQLSTATE 28000): the credentials were refused.
+fn access_denied(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("28000"))
+}
+
+/// `url` with the user name (when given) and password of `credentials`.
+pub fn url_with_credentials(url: &str, credentials: &Credentials) -> anyhow::Result<SecretString> {
+    let mut parsed = url::Url::parse(url).context("DATABASE_URL is not a valid URL")?;
+    if let Some(username) = &credentials.username {
+        parsed
+            .set_username(username)
+            .ok()
+            .context("DATABASE_URL cannot take a user name")?;
+    }
+    parsed
+        .set_password(Some(credentials.password.expose_secret()))
+        .ok()
+        .context("DATABASE_URL cannot take a password")?;
+    Ok(String::from(parsed).into())
+}
+
 /// The database handle every function shares; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Db {
-    pool: AnyPool,
+    pool: Pool,
     /// Where writes go. SQLite allows one writer at a time and makes the others sleep in
     /// its busy handler (up to 100 ms a try), which under load gave a p99 of 300 ms; a
     /// one-connection pool queues writers fairly in process instead. On MariaDB this is
     /// the same pool as `pool`: InnoDB locks rows, not the database.
-    writer: AnyPool,
+    writer: Pool,
     backend: Backend,
     /// Set once the schema was seen migrated as far as this build needs (see [`Db::ping`]).
     schema_current: Arc<std::sync::atomic::AtomicBool>,
@@ -146,16 +261,22 @@ impl Db {
         sqlx::any::install_default_drivers();
         let backend = Backend::from_url(url)?;
         traced::set_target(backend.system_name(), namespace(url));
-        let pool = Self::pool(url, backend, settings)?;
+        let pool = Pool {
+            pool: Self::pool(url, backend, settings)?,
+            credentials: None,
+        };
         let writer = match backend {
-            Backend::Sqlite => Self::pool(
-                url,
-                backend,
-                PoolSettings {
-                    max_connections: 1,
-                    ..settings
-                },
-            )?,
+            Backend::Sqlite => Pool {
+                pool: Self::pool(
+                    url,
+                    backend,
+                    PoolSettings {
+                        max_connections: 1,
+                        ..settings
+                    },
+                )?,
+                credentials: None,
+            },
             Backend::MariaDb => pool.clone(),
         };
         Ok(Self {
@@ -204,6 +325,29 @@ impl Db {
             .context("DATABASE_URL is not a valid database URL")
     }
 
+    /// Connects with credentials from `source` instead of the URL's password (a secret
+    /// that rotates, a token): fetched before the first connection, again when MariaDB
+    /// refuses them, and before a token's lifetime ends. No I/O here either.
+    pub fn with_credentials(
+        mut self,
+        url: &str,
+        source: Arc<dyn CredentialSource>,
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            self.backend == Backend::MariaDb,
+            "{} is for MariaDB, and DATABASE_URL is not mysql://",
+            source.describe()
+        );
+        let credentials = Arc::new(PoolCredentials {
+            cache: CredentialCache::new(source),
+            url: url.to_owned().into(),
+            applied: std::sync::Mutex::new(None),
+        });
+        self.pool.credentials = Some(credentials);
+        self.writer = self.pool.clone();
+        Ok(self)
+    }
+
     /// Creates the database when it does not exist yet (`missive migrate`, `missive dev`).
     pub async fn create_if_missing(url: &str) -> anyhow::Result<()> {
         sqlx::any::install_default_drivers();
@@ -235,8 +379,10 @@ impl Db {
     /// Applies the migrations of this backend. Only `missive migrate` and `missive dev`
     /// call this; production functions never migrate at start-up.
     pub async fn migrate(&self) -> anyhow::Result<()> {
+        // The migrator takes sqlx's pool: give it current credentials first.
+        drop(self.writer.acquire().await.map_err(connect_error)?);
         migrator(self.backend)
-            .run(&self.writer)
+            .run(&self.writer.pool)
             .await
             .map_err(|err| match err {
                 sqlx::migrate::MigrateError::Execute(err) => connect_error(err),
@@ -251,13 +397,13 @@ impl Db {
     }
 
     /// The pool reads use.
-    pub fn reader(&self) -> &AnyPool {
+    pub fn reader(&self) -> &Pool {
         &self.pool
     }
 
     /// The pool writes use: on SQLite a single connection (see the field), on MariaDB the
     /// same pool as [`Db::reader`].
-    pub fn writer(&self) -> &AnyPool {
+    pub fn writer(&self) -> &Pool {
         &self.writer
     }
 
@@ -292,8 +438,8 @@ impl Db {
 
     /// Closes the pool, waiting for connections to be returned.
     pub async fn close(&self) {
-        self.writer.close().await;
-        self.pool.close().await;
+        self.writer.pool.close().await;
+        self.pool.pool.close().await;
     }
 }
 

@@ -17,6 +17,7 @@ fn store(url: &str, ca_file: Option<PathBuf>) -> RedisKv {
             prefix: "missive-test:tls:".to_owned(),
             timeout: Duration::from_secs(2),
             ca_file,
+            credentials: None,
         },
     )
     .unwrap()
@@ -90,6 +91,7 @@ async fn plain_redis_to_a_tls_only_server_fails_and_a_ca_without_tls_is_a_config
             prefix: String::new(),
             timeout: Duration::from_secs(1),
             ca_file: Some(pki.ca.clone()),
+            credentials: None,
         },
     ) else {
         panic!("REDIS_CA_FILE with a plain URL was accepted");

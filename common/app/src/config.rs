@@ -3,12 +3,14 @@
 //!
 //! Every variable here is documented in README's configuration table; keep them in step.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
+use missive_adapters::credentials::CredentialSource;
 use missive_adapters::events::kafka::{
-    KafkaConnection, KafkaSecurity, PROP_PREFIX, SaslMechanism, SecurityProtocol,
+    KafkaConnection, KafkaSecurity, PROP_PREFIX, SaslMechanism, SecurityProtocol, TokenSource,
 };
 use secrecy::{ExposeSecret as _, SecretString};
 
@@ -29,6 +31,13 @@ pub struct Config {
     /// mode (`required`: encrypted, not verified; `verify_ca`: the CA, not the name).
     #[arg(long, env = "DATABASE_CA_FILE")]
     pub database_ca_file: Option<std::path::PathBuf>,
+
+    /// AWS Secrets Manager secret (ARN or name) holding the MariaDB password (JSON with
+    /// `password` and optionally `username`, as RDS-managed secrets are, or the password
+    /// itself): replaces the URL's. Read before the first connection and again when
+    /// MariaDB refuses it (after a rotation). Needs the `aws` build feature.
+    #[arg(long, env = "DATABASE_SECRET_ARN")]
+    pub database_secret_arn: Option<String>,
 
     /// Upper bound of the connection pool of this process: the requests one instance
     /// serves at once (the Knative Service's `containerConcurrency`), since a request
@@ -59,6 +68,23 @@ pub struct Config {
     /// instead of the system's.
     #[arg(long, env = "REDIS_CA_FILE")]
     pub redis_ca_file: Option<std::path::PathBuf>,
+
+    /// AWS Secrets Manager secret holding the Redis password (and optionally user name),
+    /// as `DATABASE_SECRET_ARN`: read for each new connection (at most every few
+    /// seconds). Needs the `aws` build feature.
+    #[arg(long, env = "REDIS_SECRET_ARN")]
+    pub redis_secret_arn: Option<String>,
+
+    /// ElastiCache IAM authentication: the replication group (or serverless cache) id.
+    /// The user is `REDIS_URL`'s (the ElastiCache user id, equal to its name); its
+    /// password is a token signed with the process's AWS identity, renewed every 10
+    /// minutes. Needs `rediss://` and the `aws` build feature.
+    #[arg(long, env = "REDIS_IAM_CACHE_NAME")]
+    pub redis_iam_cache_name: Option<String>,
+
+    /// `REDIS_IAM_CACHE_NAME` names a serverless cache, not a replication group.
+    #[arg(long, env = "REDIS_IAM_SERVERLESS", default_value_t = false)]
+    pub redis_iam_serverless: bool,
 
     /// Prefix of every Redis key and channel, so several deployments (or tests) can share
     /// one Redis.
@@ -117,8 +143,9 @@ pub struct Config {
     #[arg(long, env = "KAFKA_SECURITY_PROTOCOL", default_value = "plaintext")]
     pub kafka_security_protocol: SecurityProtocol,
 
-    /// With the SASL protocols: `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512` or
-    /// `OAUTHBEARER`.
+    /// With the SASL protocols: `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`,
+    /// `OAUTHBEARER` (a token file), or `AWS_MSK_IAM` (tokens signed with the process's
+    /// AWS identity; `sasl_ssl` and the `aws` build feature).
     #[arg(long, env = "KAFKA_SASL_MECHANISM")]
     pub kafka_sasl_mechanism: Option<SaslMechanism>,
 
@@ -251,6 +278,7 @@ impl Config {
             username: self.kafka_sasl_username.clone(),
             password: self.kafka_sasl_password.clone(),
             token_file: self.kafka_oauthbearer_token_file.clone(),
+            token_source: self.kafka_token_source(),
             ca_file: self.kafka_ca_file.clone(),
         };
         let ssl_cert_file = std::env::var_os("SSL_CERT_FILE").map(std::path::PathBuf::from);
@@ -261,6 +289,52 @@ impl Config {
             std::env::vars().filter(|(name, _)| name.starts_with(PROP_PREFIX)),
         )
         .map(Some)
+    }
+
+    /// Where the database password comes from when not from `DATABASE_URL`.
+    pub fn database_credentials(&self) -> anyhow::Result<Option<Arc<dyn CredentialSource>>> {
+        let Some(arn) = &self.database_secret_arn else {
+            return Ok(None);
+        };
+        aws::secret(arn, "DATABASE_SECRET_ARN").map(Some)
+    }
+
+    /// Where the Redis credentials come from when not from `REDIS_URL`.
+    pub fn redis_credentials(&self) -> anyhow::Result<Option<Arc<dyn CredentialSource>>> {
+        match (&self.redis_secret_arn, &self.redis_iam_cache_name) {
+            (None, None) => Ok(None),
+            (Some(_), Some(_)) => {
+                anyhow::bail!("REDIS_SECRET_ARN and REDIS_IAM_CACHE_NAME are both set: give one")
+            }
+            (Some(arn), None) => aws::secret(arn, "REDIS_SECRET_ARN").map(Some),
+            (None, Some(cache)) => {
+                let url = self
+                    .redis_url
+                    .as_ref()
+                    .context("REDIS_IAM_CACHE_NAME needs REDIS_URL")?;
+                let url =
+                    url::Url::parse(url.expose_secret()).context("REDIS_URL is not a valid URL")?;
+                anyhow::ensure!(
+                    url.scheme() == "rediss",
+                    "REDIS_IAM_CACHE_NAME needs TLS: REDIS_URL must be rediss://"
+                );
+                anyhow::ensure!(
+                    !url.username().is_empty() && url.password().is_none(),
+                    "REDIS_IAM_CACHE_NAME needs the IAM user in REDIS_URL and no password \
+                     (rediss://user@host:6379)"
+                );
+                aws::elasticache(cache, url.username(), self.redis_iam_serverless).map(Some)
+            }
+        }
+    }
+
+    /// The MSK IAM token signer (`KAFKA_SASL_MECHANISM=AWS_MSK_IAM`), when built in.
+    fn kafka_token_source(&self) -> Option<Arc<dyn TokenSource>> {
+        if self.kafka_sasl_mechanism == Some(SaslMechanism::AwsMskIam) {
+            aws::msk_iam()
+        } else {
+            None
+        }
     }
 
     /// The request limits of the runtime contract.
@@ -327,5 +401,70 @@ impl Default for Config {
         // Parse from an empty argument list and no environment lookups beyond the
         // process's own; tests override fields afterwards.
         Wrapper::parse_from(["missive"]).config
+    }
+}
+
+/// The AWS credential sources, or a clear error in a build without the `aws` feature.
+#[cfg(feature = "aws")]
+mod aws {
+    use std::sync::Arc;
+
+    use missive_adapters::aws::{Aws, ElastiCacheIam, MskIam, SecretPassword};
+    use missive_adapters::credentials::CredentialSource;
+    use missive_adapters::events::kafka::TokenSource;
+
+    pub(super) fn secret(
+        arn: &str,
+        variable: &'static str,
+    ) -> anyhow::Result<Arc<dyn CredentialSource>> {
+        Ok(Arc::new(SecretPassword::new(Aws::shared(), arn, variable)))
+    }
+
+    pub(super) fn elasticache(
+        cache: &str,
+        user: &str,
+        serverless: bool,
+    ) -> anyhow::Result<Arc<dyn CredentialSource>> {
+        Ok(Arc::new(ElastiCacheIam::new(
+            Aws::shared(),
+            cache,
+            user,
+            serverless,
+        )))
+    }
+
+    pub(super) fn msk_iam() -> Option<Arc<dyn TokenSource>> {
+        Some(Arc::new(MskIam::new(Aws::shared())))
+    }
+}
+
+#[cfg(not(feature = "aws"))]
+mod aws {
+    use std::sync::Arc;
+
+    use missive_adapters::credentials::CredentialSource;
+    use missive_adapters::events::kafka::TokenSource;
+
+    const NOT_BUILT: &str = "needs a build with the `aws` feature (the release images have it; \
+                             `cargo build --features aws`)";
+
+    pub(super) fn secret(
+        _arn: &str,
+        variable: &'static str,
+    ) -> anyhow::Result<Arc<dyn CredentialSource>> {
+        anyhow::bail!("{variable} {NOT_BUILT}")
+    }
+
+    pub(super) fn elasticache(
+        _cache: &str,
+        _user: &str,
+        _serverless: bool,
+    ) -> anyhow::Result<Arc<dyn CredentialSource>> {
+        anyhow::bail!("REDIS_IAM_CACHE_NAME {NOT_BUILT}")
+    }
+
+    /// `None`: KafkaConnection says what is missing.
+    pub(super) fn msk_iam() -> Option<Arc<dyn TokenSource>> {
+        None
     }
 }

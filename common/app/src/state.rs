@@ -70,16 +70,18 @@ impl AppState {
         transport: Arc<dyn EventPublisher>,
         bus: Arc<InProcessBus>,
     ) -> anyhow::Result<Self> {
-        let db = Db::connect_lazy(
-            config.database_url()?.expose_secret(),
-            config.pool_settings(),
-        )?;
+        let url = config.database_url()?;
+        let mut db = Db::connect_lazy(url.expose_secret(), config.pool_settings())?;
+        if let Some(source) = config.database_credentials()? {
+            db = db.with_credentials(url.expose_secret(), source)?;
+        }
         let kv = missive_adapters::kv::from_url(
             config.redis_url.as_ref().map(|u| u.expose_secret()),
             &missive_adapters::kv::RedisOptions {
                 prefix: config.redis_key_prefix.clone(),
                 timeout: config.backend_timeout(),
                 ca_file: config.redis_ca_file.clone(),
+                credentials: config.redis_credentials()?,
             },
         )?;
         Ok(Self {

@@ -15,7 +15,7 @@ mod connection;
 
 pub use connection::{
     KafkaConnection, KafkaContext, KafkaSecurity, LastError, PROP_PREFIX, SaslMechanism,
-    SecurityProtocol,
+    SecurityProtocol, TokenSource,
 };
 
 use std::sync::{Arc, RwLock};

@@ -10,7 +10,7 @@ use opentelemetry::KeyValue;
 use sqlx::any::{AnyArguments, AnyQueryResult, AnyRow};
 use sqlx::pool::PoolConnection;
 use sqlx::query::Query;
-use sqlx::{Any, AnyPool, AssertSqlSafe, Encode, Executor, Transaction, Type};
+use sqlx::{Any, AssertSqlSafe, Encode, Executor, Transaction, Type};
 use tracing::Span;
 
 /// The database this process talks to: `db.system.name` and `db.namespace`. One per
@@ -43,7 +43,7 @@ pub fn query_built(sql: String) -> Statement<'static> {
 
 /// Takes a connection from the pool, in a span of its own: waiting for a connection is
 /// the first thing to look at when queries are fast and requests are not.
-pub async fn acquire(pool: &AnyPool) -> anyhow::Result<PoolConnection<Any>> {
+pub async fn acquire(pool: &super::Pool) -> anyhow::Result<PoolConnection<Any>> {
     let (system, namespace) = target();
     let span = tracing::info_span!(
         "db.pool.acquire",
@@ -55,7 +55,7 @@ pub async fn acquire(pool: &AnyPool) -> anyhow::Result<PoolConnection<Any>> {
 }
 
 /// Opens a transaction on a connection from `pool`.
-pub async fn begin(pool: &AnyPool) -> anyhow::Result<Transaction<'static, Any>> {
+pub async fn begin(pool: &super::Pool) -> anyhow::Result<Transaction<'static, Any>> {
     let conn = acquire(pool).await?;
     leaf(span("BEGIN"), Transaction::begin(conn, None))
         .await
@@ -231,7 +231,9 @@ pub(crate) fn outage(err: sqlx::Error) -> anyhow::Error {
             // shuts down); SQLite's SQLITE_BUSY family, past its busy timeout.
             let code = db.code();
             let code = code.as_deref().unwrap_or_default();
-            code.starts_with("08") || ["70100", "5", "261", "517"].contains(&code)
+            // 28000: access denied (credentials refused even after fetching them
+            // again: a rotation under way, or a wrong secret): unavailable, not a bug.
+            code.starts_with("08") || ["28000", "70100", "5", "261", "517"].contains(&code)
         }
         _ => false,
     };

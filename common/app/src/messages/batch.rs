@@ -10,12 +10,12 @@
 
 use anyhow::Context;
 use missive_adapters::outbox::{self, OutboxEntry};
+use missive_adapters::sql::Pool;
 use missive_adapters::sql::traced;
 use missive_core::domain::MessageText;
 use missive_core::time::now_millis;
 use missive_telemetry::SpanExt as _;
 use opentelemetry::trace::TraceContextExt as _;
-use sqlx::AnyPool;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument as _;
 
@@ -45,7 +45,7 @@ pub(super) struct Batcher {
 
 impl Batcher {
     /// Starts the writer task on the current runtime.
-    pub(super) fn spawn(writer: AnyPool) -> Self {
+    pub(super) fn spawn(writer: Pool) -> Self {
         let (queue, requests) = mpsc::channel(4 * MAX_BATCH);
         tokio::spawn(run(writer, requests));
         Self { queue }
@@ -92,7 +92,7 @@ fn batch_span(batch: &[Pending]) -> tracing::Span {
     span
 }
 
-async fn run(writer: AnyPool, mut requests: mpsc::Receiver<Pending>) {
+async fn run(writer: Pool, mut requests: mpsc::Receiver<Pending>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while requests.recv_many(&mut batch, MAX_BATCH).await > 0 {
         match write(&writer, &batch).instrument(batch_span(&batch)).await {
@@ -140,7 +140,7 @@ async fn run(writer: AnyPool, mut requests: mpsc::Receiver<Pending>) {
     }
 }
 
-async fn write(writer: &AnyPool, batch: &[Pending]) -> anyhow::Result<Vec<Written>> {
+async fn write(writer: &Pool, batch: &[Pending]) -> anyhow::Result<Vec<Written>> {
     let mut tx = traced::begin(writer).await?;
     let now = now_millis();
     let mut ids = Vec::with_capacity(batch.len());

@@ -76,8 +76,11 @@ pub enum SaslMechanism {
     ScramSha256,
     /// Salted challenge-response, SHA-512.
     ScramSha512,
-    /// A bearer token (OAuth 2, OIDC, MSK IAM), refreshed before it expires.
+    /// A bearer token (OAuth 2, OIDC) from a file, read again before it expires.
     OAuthBearer,
+    /// Amazon MSK IAM: OAUTHBEARER with a token signed from the process's AWS identity
+    /// (the `aws` feature), signed again before it expires.
+    AwsMskIam,
 }
 
 impl SaslMechanism {
@@ -86,7 +89,7 @@ impl SaslMechanism {
             Self::Plain => "PLAIN",
             Self::ScramSha256 => "SCRAM-SHA-256",
             Self::ScramSha512 => "SCRAM-SHA-512",
-            Self::OAuthBearer => "OAUTHBEARER",
+            Self::OAuthBearer | Self::AwsMskIam => "OAUTHBEARER",
         }
     }
 }
@@ -100,8 +103,9 @@ impl FromStr for SaslMechanism {
             "SCRAM-SHA-256" => Ok(Self::ScramSha256),
             "SCRAM-SHA-512" => Ok(Self::ScramSha512),
             "OAUTHBEARER" => Ok(Self::OAuthBearer),
+            "AWS_MSK_IAM" => Ok(Self::AwsMskIam),
             _ => Err(format!(
-                "`{value}` is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER"
+                "`{value}` is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER, AWS_MSK_IAM"
             )),
         }
     }
@@ -122,6 +126,9 @@ pub struct KafkaSecurity {
     /// service-account token), read again before each expiry, so a rotated file is
     /// picked up.
     pub token_file: Option<PathBuf>,
+    /// AWS_MSK_IAM: the signer of MSK IAM tokens (`missive_adapters::aws`, built with
+    /// the `aws` feature).
+    pub token_source: Option<Arc<dyn TokenSource>>,
     /// PEM bundle of the CA(s) that sign the brokers' certificates, instead of the
     /// system's (`SSL_CERT_FILE`, else the usual locations).
     pub ca_file: Option<PathBuf>,
@@ -133,7 +140,24 @@ pub struct KafkaConnection {
     brokers: String,
     /// librdkafka settings, in the order they are applied (later ones win).
     settings: Vec<(String, String)>,
-    token_file: Option<PathBuf>,
+    tokens: Option<Arc<dyn TokenSource>>,
+}
+
+/// Where OAUTHBEARER tokens come from. librdkafka asks on its own thread, before the
+/// current token expires, so this is a blocking call.
+pub trait TokenSource: Send + Sync + std::fmt::Debug {
+    /// A token, with its expiry and principal.
+    fn token(&self) -> anyhow::Result<OAuthToken>;
+}
+
+/// A token kept in a file (`KAFKA_OAUTHBEARER_TOKEN_FILE`), read again for each renewal.
+#[derive(Debug)]
+struct TokenFile(PathBuf);
+
+impl TokenSource for TokenFile {
+    fn token(&self) -> anyhow::Result<OAuthToken> {
+        read_token(&self.0)
+    }
 }
 
 impl std::fmt::Debug for KafkaConnection {
@@ -177,7 +201,7 @@ impl KafkaConnection {
         Self {
             brokers: brokers.to_owned(),
             settings: Vec::new(),
-            token_file: None,
+            tokens: None,
         }
     }
 
@@ -211,7 +235,18 @@ impl KafkaConnection {
                         "KAFKA_SASL_MECHANISM=OAUTHBEARER needs KAFKA_OAUTHBEARER_TOKEN_FILE",
                     )?;
                     read_token(file)?;
-                    conn.token_file = Some(file.clone());
+                    conn.tokens = Some(Arc::new(TokenFile(file.clone())));
+                } else if mechanism == SaslMechanism::AwsMskIam {
+                    // MSK's IAM listener is TLS only (port 9098).
+                    anyhow::ensure!(
+                        protocol == SecurityProtocol::SaslSsl,
+                        "KAFKA_SASL_MECHANISM=AWS_MSK_IAM needs KAFKA_SECURITY_PROTOCOL=sasl_ssl"
+                    );
+                    let source = security.token_source.clone().context(
+                        "KAFKA_SASL_MECHANISM=AWS_MSK_IAM needs a build with the `aws` feature \
+                         (the release images have it)",
+                    )?;
+                    conn.tokens = Some(source);
                 } else {
                     let (Some(user), Some(password)) = (&security.username, &security.password)
                     else {
@@ -225,7 +260,7 @@ impl KafkaConnection {
                 }
             }
         }
-        if security.token_file.is_some() && conn.token_file.is_none() {
+        if security.token_file.is_some() && security.mechanism != Some(SaslMechanism::OAuthBearer) {
             anyhow::bail!(
                 "KAFKA_OAUTHBEARER_TOKEN_FILE is set but KAFKA_SASL_MECHANISM is not OAUTHBEARER"
             );
@@ -291,7 +326,7 @@ impl KafkaConnection {
     /// The context every client of ours is created with (see [`KafkaContext`]).
     pub fn context(&self) -> KafkaContext {
         KafkaContext {
-            token_file: self.token_file.clone(),
+            tokens: self.tokens.clone(),
             errors: LastError::default(),
         }
     }
@@ -301,7 +336,7 @@ impl KafkaConnection {
 /// the client reported (a TLS or SASL failure surfaces only there; a send just times
 /// out), so that a failed send or start can say why.
 pub struct KafkaContext {
-    token_file: Option<PathBuf>,
+    tokens: Option<Arc<dyn TokenSource>>,
     errors: LastError,
 }
 
@@ -371,11 +406,20 @@ impl ClientContext for KafkaContext {
         &self,
         _config: Option<&str>,
     ) -> Result<OAuthToken, Box<dyn std::error::Error>> {
-        let file = self
-            .token_file
+        let tokens = self
+            .tokens
             .as_ref()
-            .ok_or("OAUTHBEARER without KAFKA_OAUTHBEARER_TOKEN_FILE")?;
-        Ok(read_token(file)?)
+            .ok_or("OAUTHBEARER without KAFKA_OAUTHBEARER_TOKEN_FILE or AWS_MSK_IAM")?;
+        match tokens.token() {
+            Ok(token) => Ok(token),
+            Err(err) => {
+                // librdkafka retries; say why in the meantime (and on a failed send).
+                let reason = format!("no OAUTHBEARER token: {err:#}");
+                tracing::warn!(backend = "kafka", reason, "Kafka client");
+                self.errors.set(&reason);
+                Err(reason.into())
+            }
+        }
     }
 }
 
