@@ -86,11 +86,12 @@ struct FunctionArgs {
 /// The whole `main` of a function binary: read config, build the backends it uses
 /// (lazily), and serve its router per the runtime contract until SIGTERM. Takes the
 /// registry entry's fields, not the entry: a reference to the entry would link its
-/// `openapi` into every binary.
-pub fn run(
+/// `openapi` into every binary. `PUBLISHES` (the entry's `publishes`) is a constant for
+/// the same reason: a function that publishes nothing never refers to the event
+/// transports, so its binary links no Kafka client (librdkafka and OpenSSL, about 8 MB).
+pub fn run<const PUBLISHES: bool>(
     name: &'static str,
     trigger: Trigger,
-    publishes: bool,
     router: fn(AppState) -> Router,
 ) -> ExitCode {
     let config = FunctionArgs::parse().config;
@@ -101,7 +102,7 @@ pub fn run(
             // sessions: a login on one instance would be unknown to the next.
             anyhow::bail!("REDIS_URL is required (the in-process store is for `missive dev` only)");
         }
-        let state = if publishes {
+        let state = if PUBLISHES {
             let state = AppState::build(config)?;
             if state.config.kafka_brokers.is_none() && state.config.k_sink.is_none() {
                 // The in-process bus has no subscriber in a function's own process:

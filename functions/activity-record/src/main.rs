@@ -5,5 +5,5 @@ fn main() -> std::process::ExitCode {
     // Only what serving needs: the registry entry's OpenAPI part (utoipa's document
     // building, about 0.2 MB) stays out of the function's binary.
     const F: missive_app::Function = activity_record::FUNCTION;
-    missive_app::function::run(F.name, F.trigger, F.publishes, F.router)
+    missive_app::function::run::<{ F.publishes }>(F.name, F.trigger, F.router)
 }
