@@ -248,7 +248,12 @@ async fn a_wrong_secret_is_a_clear_unavailable_error_without_a_fetch_loop() {
         .unwrap()
         .with_credentials(&mariadb(), source)
         .unwrap();
-    let err = format!("{:#}", whoami(&db).await.unwrap_err());
+    let err = whoami(&db).await.unwrap_err();
+    assert!(
+        err.downcast_ref::<missive_core::Unavailable>().is_some(),
+        "a secret that cannot be read is a 503: {err:#}"
+    );
+    let err = format!("{err:#}");
     assert!(err.contains("DATABASE_SECRET_ARN"), "{err}");
 }
 

@@ -220,7 +220,10 @@ impl Running {
 /// underneath for callers that look (see [`crate::sql::is_unique_violation`]).
 pub(crate) fn outage(err: sqlx::Error) -> anyhow::Error {
     let down = match &err {
+        // Configuration: the credentials could not be fetched (a secret store that is
+        // unreachable or refuses us): the database cannot be reached either.
         sqlx::Error::Io(_)
+        | sqlx::Error::Configuration(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
