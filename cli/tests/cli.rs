@@ -255,16 +255,22 @@ fn kafka_settings_that_cannot_work_stop_missive_at_start() {
         ),
     ];
     for (env, expected) in cases {
-        let out = dev::missive()
-            .env("DATABASE_URL", "sqlite::memory:")
-            .env("KAFKA_BROKERS", "127.0.0.1:1")
-            .envs(env.iter().copied())
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{env:?} started");
-        assert!(stderr.contains(expected), "{env:?}: {stderr}");
+        let mut env = env.to_vec();
+        env.push(("KAFKA_BROKERS", "127.0.0.1:1"));
+        assert_refused_at_start(&env, expected);
     }
+}
+
+/// `missive dev` with `env` (on an in-memory SQLite) stops at start, saying `expected`.
+fn assert_refused_at_start(env: &[(&str, &str)], expected: &str) {
+    let out = dev::missive()
+        .env("DATABASE_URL", "sqlite::memory:")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{env:?} started");
+    assert!(stderr.contains(expected), "{env:?}: {stderr}");
 }
 
 /// Cloud credentials in a build without the `aws` feature (this one: `missive dev` and
@@ -308,14 +314,7 @@ fn cloud_credential_settings_are_checked_at_start() {
         ),
     ];
     for (env, expected) in cases {
-        let out = dev::missive()
-            .env("DATABASE_URL", "sqlite::memory:")
-            .envs(env.iter().copied())
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{env:?} started");
-        assert!(stderr.contains(expected), "{env:?}: {stderr}");
+        assert_refused_at_start(env, expected);
     }
 }
 

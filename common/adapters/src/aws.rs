@@ -152,43 +152,28 @@ impl Aws {
         Ok(credentials)
     }
 
-    /// [`Aws::credentials`] for a caller that cannot await (librdkafka's token
-    /// callback, on librdkafka's thread): the lookup runs on the process's runtime from
-    /// a helper thread, so the caller may itself be on a runtime thread.
-    pub fn credentials_blocking(&self) -> anyhow::Result<AwsCredentials> {
+    /// [`Aws::credentials`] and [`Aws::region`] for a caller that cannot await
+    /// (librdkafka's token callback, on librdkafka's thread): the lookup runs on the
+    /// process's runtime from a helper thread, so the caller may itself be on a runtime
+    /// thread. (On a runtime with one worker, blocked here, a lookup that needs the
+    /// network would wait for that worker; the functions' runtimes have one per core,
+    /// and credentials are cached for most of their life.)
+    pub fn credentials_and_region_blocking(&self) -> anyhow::Result<(AwsCredentials, String)> {
         let aws = self.clone();
         let handle = self.inner.runtime.clone();
+        let lookup = async move { Ok((aws.credentials().await?, aws.region().await?)) };
         std::thread::scope(|scope| {
             scope
                 .spawn(move || match handle {
-                    Some(handle) => handle.block_on(aws.credentials()),
+                    Some(handle) => handle.block_on(lookup),
                     None => tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()
                         .context("starting a runtime for AWS credentials")?
-                        .block_on(aws.credentials()),
+                        .block_on(lookup),
                 })
                 .join()
                 .map_err(|_| anyhow::anyhow!("the AWS credentials lookup panicked"))?
-        })
-    }
-
-    /// [`Aws::region`], blocking as [`Aws::credentials_blocking`].
-    pub fn region_blocking(&self) -> anyhow::Result<String> {
-        let aws = self.clone();
-        let handle = self.inner.runtime.clone();
-        std::thread::scope(|scope| {
-            scope
-                .spawn(move || match handle {
-                    Some(handle) => handle.block_on(aws.region()),
-                    None => tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .context("starting a runtime for the AWS region")?
-                        .block_on(aws.region()),
-                })
-                .join()
-                .map_err(|_| anyhow::anyhow!("the AWS region lookup panicked"))?
         })
     }
 }
@@ -515,8 +500,7 @@ impl MskIam {
 
 impl crate::events::kafka::TokenSource for MskIam {
     fn token(&self) -> anyhow::Result<rdkafka::client::OAuthToken> {
-        let credentials = self.aws.credentials_blocking()?;
-        let region = self.aws.region_blocking()?;
+        let (credentials, region) = self.aws.credentials_and_region_blocking()?;
         let (token, expires) = msk_token(&region, &credentials, SystemTime::now())?;
         let lifetime_ms = expires
             .duration_since(std::time::UNIX_EPOCH)

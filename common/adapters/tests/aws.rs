@@ -342,17 +342,7 @@ async fn redis_password_from_secrets_manager_survives_a_rotation() {
             .await?;
         // The manager reconnects by itself; the first command may see the dropped
         // connection.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match store.set_ex("k", "v2", Duration::from_secs(30)).await {
-                Ok(()) => break,
-                Err(err) if Instant::now() < deadline => {
-                    tracing::debug!("{err:#}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(err) => return Err(err),
-            }
-        }
+        eventually(|| store.set_ex("k", "v2", Duration::from_secs(30))).await?;
         assert_eq!(
             store.get_ex("k", Duration::from_secs(30)).await?.as_deref(),
             Some("v2")
@@ -371,6 +361,22 @@ async fn redis_password_from_secrets_manager_survives_a_rotation() {
         .await
         .unwrap();
     result.unwrap();
+}
+
+/// `work`'s first success within 10 s: after a connection was killed, the client
+/// reconnects by itself and the first commands may still see the dead connection.
+async fn eventually<T, F: Future<Output = anyhow::Result<T>>>(
+    work: impl Fn() -> F,
+) -> anyhow::Result<T> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match work().await {
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            done => return done,
+        }
+    }
 }
 
 /// Tokens with a short lifetime: renewed while the connection is open (sent with
@@ -448,19 +454,8 @@ async fn redis_tokens_are_renewed_before_they_expire() {
             .arg(&user)
             .query_async(&mut admin)
             .await?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match store.get_ex("k", Duration::from_secs(30)).await {
-                Ok(value) => {
-                    assert_eq!(value.as_deref(), Some("v"));
-                    break;
-                }
-                Err(_) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(err) => return Err(err),
-            }
-        }
+        let value = eventually(|| store.get_ex("k", Duration::from_secs(30))).await?;
+        assert_eq!(value.as_deref(), Some("v"));
         anyhow::Ok(())
     }
     .await;
