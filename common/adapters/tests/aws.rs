@@ -334,12 +334,7 @@ async fn redis_password_from_secrets_manager_survives_a_rotation() {
         ])
         .query_async(&mut admin)
         .await?;
-        let _: () = redis::cmd("CLIENT")
-            .arg("KILL")
-            .arg("USER")
-            .arg(&user)
-            .query_async(&mut admin)
-            .await?;
+        kill_redis_connections_of(&mut admin, &user).await?;
         // The manager reconnects by itself; the first command may see the dropped
         // connection.
         eventually(|| store.set_ex("k", "v2", Duration::from_secs(30))).await?;
@@ -361,6 +356,19 @@ async fn redis_password_from_secrets_manager_survives_a_rotation() {
         .await
         .unwrap();
     result.unwrap();
+}
+
+/// Closes every Redis connection of `user`, as a restart or failover would.
+async fn kill_redis_connections_of(
+    admin: &mut redis::aio::MultiplexedConnection,
+    user: &str,
+) -> redis::RedisResult<()> {
+    redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("USER")
+        .arg(user)
+        .query_async(admin)
+        .await
 }
 
 /// `work`'s first success within 10 s: after a connection was killed, the client
@@ -448,12 +456,7 @@ async fn redis_tokens_are_renewed_before_they_expire() {
         }
         let _: () = withdraw.query_async(&mut admin).await?;
         tokio::time::sleep(Duration::from_millis(400)).await;
-        let _: () = redis::cmd("CLIENT")
-            .arg("KILL")
-            .arg("USER")
-            .arg(&user)
-            .query_async(&mut admin)
-            .await?;
+        kill_redis_connections_of(&mut admin, &user).await?;
         let value = eventually(|| store.get_ex("k", Duration::from_secs(30))).await?;
         assert_eq!(value.as_deref(), Some("v"));
         anyhow::Ok(())
