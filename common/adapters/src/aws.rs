@@ -256,15 +256,7 @@ pub fn rds_token(
     url.query_pairs_mut()
         .append_pair("Action", "connect")
         .append_pair("DBUser", user);
-    let signed = presign(
-        url.as_str(),
-        "rds-db",
-        region,
-        credentials,
-        time,
-        TOKEN_VALIDITY,
-    )?;
-    Ok(without_scheme(&signed))
+    connect_token(&url, "rds-db", region, credentials, time)
 }
 
 /// An ElastiCache IAM authentication token: the password of `user` (the ElastiCache user
@@ -289,15 +281,7 @@ pub fn elasticache_token(
             query.append_pair("ResourceType", "ServerlessCache");
         }
     }
-    let signed = presign(
-        url.as_str(),
-        "elasticache",
-        region,
-        credentials,
-        time,
-        TOKEN_VALIDITY,
-    )?;
-    Ok(without_scheme(&signed))
+    connect_token(&url, "elasticache", region, credentials, time)
 }
 
 /// An MSK IAM OAUTHBEARER token, as AWS's signer libraries make it: the presigned
@@ -332,11 +316,28 @@ pub fn msk_token(
     Ok((token.into(), expires))
 }
 
-fn without_scheme(url: &url::Url) -> String {
-    let text = url.as_str();
-    text.split_once("://")
+/// The token RDS and ElastiCache take as a password: `url` presigned for
+/// [`TOKEN_VALIDITY`], without its scheme.
+fn connect_token(
+    url: &url::Url,
+    service: &str,
+    region: &str,
+    credentials: &AwsCredentials,
+    time: SystemTime,
+) -> anyhow::Result<String> {
+    let signed = presign(
+        url.as_str(),
+        service,
+        region,
+        credentials,
+        time,
+        TOKEN_VALIDITY,
+    )?;
+    let text = signed.as_str();
+    Ok(text
+        .split_once("://")
         .map_or(text, |(_, rest)| rest)
-        .to_owned()
+        .to_owned())
 }
 
 /// A password kept in AWS Secrets Manager (`DATABASE_SECRET_ARN`, `REDIS_SECRET_ARN`):

@@ -221,13 +221,29 @@ impl RedisKv {
     }
 
     async fn conn(&self) -> anyhow::Result<redis::aio::ConnectionManager> {
+        let conn = self
+            .conn
+            .get_or_try_init(|| {
+                redis::aio::ConnectionManager::new_with_config(
+                    self.client.clone(),
+                    self.manager_config(),
+                )
+            })
+            .await
+            .map_err(outage)
+            .context("connecting to Redis")?;
+        Ok(conn.clone())
+    }
+
+    /// How the connection manager connects; built once, when it is created.
+    fn manager_config(&self) -> redis::aio::ConnectionManagerConfig {
         // No retry inside a command: the manager reconnects in the background, and the
         // request's client is the one to retry (it is told when, by `Retry-After`).
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(self.timeout))
             .set_number_of_retries(0);
-        let config = match &self.credentials {
+        match &self.credentials {
             Some(cache) => config.set_credentials_provider(StreamingCredentials {
                 cache: cache.clone(),
                 url_username: self
@@ -238,16 +254,7 @@ impl RedisKv {
                     .map(str::to_owned),
             }),
             None => config,
-        };
-        let conn = self
-            .conn
-            .get_or_try_init(|| {
-                redis::aio::ConnectionManager::new_with_config(self.client.clone(), config)
-            })
-            .await
-            .map_err(outage)
-            .context("connecting to Redis")?;
-        Ok(conn.clone())
+        }
     }
 
     fn key(&self, key: &str) -> String {

@@ -128,12 +128,10 @@ impl Pool {
         if lock(&credentials.applied).as_ref() == Some(&fresh) {
             return Ok(());
         }
-        let url = url_with_credentials(credentials.url.expose_secret(), &fresh)
-            .map_err(|err| sqlx::Error::Configuration(err.into()))?;
-        let parsed = url::Url::parse(url.expose_secret())
+        let url = parsed_with_credentials(credentials.url.expose_secret(), &fresh)
             .map_err(|err| sqlx::Error::Configuration(err.into()))?;
         self.pool
-            .set_connect_options(AnyConnectOptions::from_url(&parsed)?);
+            .set_connect_options(AnyConnectOptions::from_url(&url)?);
         *lock(&credentials.applied) = Some(fresh);
         Ok(())
     }
@@ -152,6 +150,10 @@ fn access_denied(err: &sqlx::Error) -> bool {
 
 /// `url` with the user name (when given) and password of `credentials`.
 pub fn url_with_credentials(url: &str, credentials: &Credentials) -> anyhow::Result<SecretString> {
+    parsed_with_credentials(url, credentials).map(|parsed| String::from(parsed).into())
+}
+
+fn parsed_with_credentials(url: &str, credentials: &Credentials) -> anyhow::Result<url::Url> {
     let mut parsed = url::Url::parse(url).context("DATABASE_URL is not a valid URL")?;
     if let Some(username) = &credentials.username {
         parsed
@@ -163,7 +165,7 @@ pub fn url_with_credentials(url: &str, credentials: &Credentials) -> anyhow::Res
         .set_password(Some(credentials.password.expose_secret()))
         .ok()
         .context("DATABASE_URL cannot take a password")?;
-    Ok(String::from(parsed).into())
+    Ok(parsed)
 }
 
 /// The database handle every function shares; cheap to clone.
